@@ -1,0 +1,12 @@
+//! Compiles `proto/` with protox (a pure-Rust protobuf compiler), so building Ferrid
+//! needs no system `protoc`.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = ["ferrid/types/v1/types.proto", "ferrid/node/v1/node.proto", "ferrid/admin/v1/admin.proto"];
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", root.join(f).display());
+    }
+    let fds = protox::compile(files, [&root])?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! Ferrid's gRPC APIs, generated from the `.proto` files in the workspace's `proto/`
+//! directory, plus conversions between wire messages and [`ferrid_types`].
+#![forbid(unsafe_code)]
+#![allow(missing_docs, unreachable_pub, clippy::all)]
+
+/// Shared messages (`ferrid.types.v1`).
+pub mod types {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("ferrid.types.v1");
+    }
+}
+
+/// The node API agents call (`ferrid.node.v1`).
+pub mod node {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("ferrid.node.v1");
+    }
+}
+
+/// The admin API on the server's local socket (`ferrid.admin.v1`).
+pub mod admin {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("ferrid.admin.v1");
+    }
+}
+
+mod convert;
+pub use convert::{ConvertError, entry_from_proto, entry_to_proto, agent_to_proto, selector_from_proto, selector_to_proto};

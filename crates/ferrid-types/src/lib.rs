@@ -1,0 +1,23 @@
+//! Core Ferrid types shared by every crate: SPIFFE IDs and trust domains (validated
+//! per the SPIFFE-ID specification, re-exported from the `spiffe` crate), selectors,
+//! registration entries, agents, join tokens, key algorithms and the injected [`Clock`].
+//!
+//! This crate does no I/O and has no async runtime.
+#![forbid(unsafe_code)]
+
+mod clock;
+mod entry;
+mod id;
+mod selector;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use entry::{
+    AgentRecord, EntryId, EntryValidationError, JoinTokenRecord, KeyAlgorithm, MAX_DNS_NAMES,
+    MAX_METADATA_ENTRIES, MAX_SELECTORS, RegistrationEntry,
+};
+pub use id::{IdError, agent_id, serde_spiffe_id, server_id, validate_path_segment};
+pub use selector::{Selector, SelectorError, SelectorSet};
+pub use spiffe::{SpiffeId, SpiffeIdError, TrustDomain};
+
+/// Unix time in whole seconds.
+pub type UnixSeconds = i64;
