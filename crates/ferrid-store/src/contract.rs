@@ -1,0 +1,262 @@
+//! The contract every [`Store`] implementation must meet (SQLite today, PostgreSQL
+//! later). `run_all` panics on the first violation. Enabled by the `contract-tests`
+//! feature.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ferrid_types::{AgentRecord, EntryId, JoinTokenRecord, RegistrationEntry, Selector, SpiffeId};
+
+use crate::{EntryFilter, Store, StoreError};
+
+fn id(s: &str) -> SpiffeId {
+    SpiffeId::new(s).expect("valid test SPIFFE ID")
+}
+
+/// An entry under parent `spiffe://td/agent` with the given selectors.
+pub fn sample_entry(entry_id: &str, spiffe_id: &str, selectors: &[&str]) -> RegistrationEntry {
+    RegistrationEntry {
+        id: EntryId(entry_id.into()),
+        spiffe_id: id(spiffe_id),
+        parent_id: id("spiffe://td/agent"),
+        selectors: selectors.iter().map(|s| s.parse().expect("valid test selector")).collect(),
+        x509_svid_ttl: 60,
+        jwt_svid_ttl: 30,
+        dns_names: vec!["a.example".into()],
+        hint: "h".into(),
+        admin: false,
+        expires_at: 0,
+        metadata: BTreeMap::from([("k".to_owned(), "v".to_owned())]),
+        revision: 0,
+        created_at: 100,
+    }
+}
+
+fn sample_agent(spiffe_id: &str) -> AgentRecord {
+    AgentRecord {
+        spiffe_id: id(spiffe_id),
+        attestor: "join_token".into(),
+        selectors: vec!["join_token:abc".parse().expect("selector")],
+        svid_serial: "01ab".into(),
+        svid_expires_at: 500,
+        can_reattest: false,
+        banned: false,
+        attested_at: 100,
+        last_seen: 100,
+    }
+}
+
+/// Runs every contract check against `store` (which must start empty).
+pub async fn run_all<S: Store>(store: &S) {
+    entries_round_trip(store).await;
+    duplicates_are_refused_order_insensitively(store).await;
+    updates_bump_revision_and_detect_conflicts(store).await;
+    failed_update_leaves_entry_intact(store).await;
+    filters(store).await;
+    delete(store).await;
+    join_tokens(store).await;
+    agents(store).await;
+    replay(store).await;
+    ca_state(store).await;
+}
+
+async fn entries_round_trip<S: Store>(s: &S) {
+    let e = sample_entry("rt", "spiffe://td/rt", &["unix:uid:1", "unix:gid:2"]);
+    let saved = s.create_entry(&e).await.expect("create");
+    assert_eq!(saved.revision, 1);
+    let mut got = s.get_entry(&e.id).await.expect("get").expect("present");
+    got.selectors.sort();
+    let mut want = saved.clone();
+    want.selectors.sort();
+    assert_eq!(got, want);
+    assert!(s.get_entry(&EntryId("absent".into())).await.expect("get").is_none());
+    s.delete_entry(&e.id).await.expect("cleanup");
+}
+
+async fn duplicates_are_refused_order_insensitively<S: Store>(s: &S) {
+    let a = sample_entry("dup-a", "spiffe://td/dup", &["unix:uid:1", "unix:gid:2"]);
+    s.create_entry(&a).await.expect("create");
+    let b = sample_entry("dup-b", "spiffe://td/dup", &["unix:gid:2", "unix:uid:1"]);
+    assert!(matches!(s.create_entry(&b).await, Err(StoreError::AlreadyExists(_))));
+    assert!(s.get_entry(&b.id).await.expect("get").is_none(), "nothing half-written");
+    // A different selector set is a different entry.
+    let c = sample_entry("dup-c", "spiffe://td/dup", &["unix:uid:1"]);
+    s.create_entry(&c).await.expect("create distinct");
+    let same_id = sample_entry("dup-a", "spiffe://td/other", &["x:y"]);
+    assert!(s.create_entry(&same_id).await.is_err(), "entry IDs are unique");
+    s.delete_entry(&a.id).await.expect("cleanup");
+    s.delete_entry(&c.id).await.expect("cleanup");
+}
+
+async fn updates_bump_revision_and_detect_conflicts<S: Store>(s: &S) {
+    let e = sample_entry("up", "spiffe://td/up", &["a:1"]);
+    s.create_entry(&e).await.expect("create");
+    let mut changed = e.clone();
+    changed.selectors = vec!["a:2".parse().expect("selector")];
+    changed.hint = "new".into();
+    let v2 = s.update_entry(&changed, Some(1)).await.expect("update");
+    assert_eq!(v2.revision, 2);
+    assert_eq!(v2.created_at, e.created_at);
+    let got = s.get_entry(&e.id).await.expect("get").expect("present");
+    assert_eq!(got.selectors, changed.selectors);
+    assert_eq!(got.hint, "new");
+    assert!(matches!(s.update_entry(&changed, Some(1)).await, Err(StoreError::Conflict(_))));
+    assert_eq!(s.update_entry(&changed, None).await.expect("unconditional").revision, 3);
+    let missing = sample_entry("nope", "spiffe://td/nope", &["a:1"]);
+    assert!(matches!(s.update_entry(&missing, None).await, Err(StoreError::NotFound { .. })));
+    s.delete_entry(&e.id).await.expect("cleanup");
+}
+
+async fn failed_update_leaves_entry_intact<S: Store>(s: &S) {
+    let a = sample_entry("fa", "spiffe://td/f", &["a:1"]);
+    let b = sample_entry("fb", "spiffe://td/f", &["a:2"]);
+    s.create_entry(&a).await.expect("create");
+    s.create_entry(&b).await.expect("create");
+    // Make b identical to a: the duplicate check must refuse and roll back everything.
+    let mut clash = b.clone();
+    clash.selectors = a.selectors.clone();
+    clash.hint = "should not stick".into();
+    assert!(matches!(s.update_entry(&clash, None).await, Err(StoreError::AlreadyExists(_))));
+    let got = s.get_entry(&b.id).await.expect("get").expect("present");
+    assert_eq!(got.selectors, b.selectors);
+    assert_eq!(got.hint, b.hint);
+    assert_eq!(got.revision, 1);
+    s.delete_entry(&a.id).await.expect("cleanup");
+    s.delete_entry(&b.id).await.expect("cleanup");
+}
+
+async fn filters<S: Store>(s: &S) {
+    let mut other_parent = sample_entry("f3", "spiffe://td/x", &["k:v"]);
+    other_parent.parent_id = id("spiffe://td/agent2");
+    let all = [
+        sample_entry("f1", "spiffe://td/x", &["k:v", "k:w"]),
+        sample_entry("f2", "spiffe://td/y", &["k:v"]),
+        other_parent,
+    ];
+    for e in &all {
+        s.create_entry(e).await.expect("create");
+    }
+    let ids = |v: Vec<RegistrationEntry>| v.into_iter().map(|e| e.id.0).collect::<Vec<_>>();
+    assert_eq!(ids(s.list_entries(&EntryFilter::default()).await.expect("list")), ["f1", "f3", "f2"]);
+    let by_id = EntryFilter { spiffe_id: Some(id("spiffe://td/x")), ..Default::default() };
+    assert_eq!(ids(s.list_entries(&by_id).await.expect("list")), ["f1", "f3"]);
+    let by_parent = EntryFilter { parent_id: Some(id("spiffe://td/agent2")), ..Default::default() };
+    assert_eq!(ids(s.list_entries(&by_parent).await.expect("list")), ["f3"]);
+    let by_sel =
+        EntryFilter { selector: Some(Selector::new("k", "w").expect("selector")), ..Default::default() };
+    let got = s.list_entries(&by_sel).await.expect("list");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].selectors.len(), 2, "a selector filter still returns every selector of the entry");
+    let both = EntryFilter {
+        spiffe_id: Some(id("spiffe://td/y")),
+        selector: Some(Selector::new("k", "w").expect("selector")),
+        ..Default::default()
+    };
+    assert!(s.list_entries(&both).await.expect("list").is_empty());
+    for e in &all {
+        s.delete_entry(&e.id).await.expect("cleanup");
+    }
+}
+
+async fn delete<S: Store>(s: &S) {
+    let e = sample_entry("del", "spiffe://td/del", &["a:1"]);
+    s.create_entry(&e).await.expect("create");
+    let gone = s.delete_entry(&e.id).await.expect("delete");
+    assert_eq!(gone.selectors, e.selectors);
+    assert!(matches!(s.delete_entry(&e.id).await, Err(StoreError::NotFound { .. })));
+    // The selectors went with it: a new entry with the same ID starts clean.
+    s.create_entry(&sample_entry("del", "spiffe://td/del", &["b:1"])).await.expect("re-create");
+    assert_eq!(s.get_entry(&e.id).await.expect("get").expect("present").selectors.len(), 1);
+    s.delete_entry(&e.id).await.expect("cleanup");
+}
+
+async fn join_tokens<S: Store>(s: &S) {
+    let t = JoinTokenRecord {
+        id: "t1".into(),
+        secret_sha256: "ab".into(),
+        expires_at: 200,
+        used_at: None,
+        created_at: 100,
+    };
+    s.create_join_token(&t).await.expect("create");
+    assert!(matches!(s.create_join_token(&t).await, Err(StoreError::AlreadyExists(_))));
+    assert_eq!(s.get_join_token("t1").await.expect("get"), Some(t.clone()));
+    let used = s.consume_join_token("t1", 150).await.expect("consume");
+    assert_eq!(used.used_at, Some(150));
+    assert!(matches!(s.consume_join_token("t1", 151).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(s.consume_join_token("absent", 151).await, Err(StoreError::NotFound { .. })));
+    let t2 = JoinTokenRecord { id: "t2".into(), expires_at: 1000, ..t.clone() };
+    s.create_join_token(&t2).await.expect("create");
+    assert_eq!(s.prune_join_tokens(500).await.expect("prune"), 1);
+    assert!(s.get_join_token("t1").await.expect("get").is_none());
+    assert!(s.get_join_token("t2").await.expect("get").is_some());
+}
+
+async fn agents<S: Store>(s: &S) {
+    let a = sample_agent("spiffe://td/ferrid/agent/join_token/b");
+    let b = sample_agent("spiffe://td/ferrid/agent/join_token/a");
+    s.upsert_agent(&a).await.expect("upsert");
+    s.upsert_agent(&b).await.expect("upsert");
+    let mut a2 = a.clone();
+    a2.svid_serial = "ff".into();
+    s.upsert_agent(&a2).await.expect("replace");
+    assert_eq!(s.get_agent(&a.spiffe_id).await.expect("get"), Some(a2.clone()));
+    let list = s.list_agents().await.expect("list");
+    assert_eq!(
+        list.iter().map(|x| x.spiffe_id.to_string()).collect::<Vec<_>>(),
+        [b.spiffe_id.to_string(), a.spiffe_id.to_string()]
+    );
+    let banned = s.ban_agent(&a.spiffe_id).await.expect("ban");
+    assert!(banned.banned);
+    assert!(s.get_agent(&a.spiffe_id).await.expect("get").expect("present").banned);
+    assert!(matches!(
+        s.ban_agent(&id("spiffe://td/ferrid/agent/x/none")).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+async fn replay<S: Store>(s: &S) {
+    s.record_replay("k1", 200, 100).await.expect("first use");
+    assert!(matches!(s.record_replay("k1", 300, 150).await, Err(StoreError::AlreadyExists(_))));
+    // Once the record has expired the key may be recorded again.
+    s.record_replay("k1", 400, 250).await.expect("after expiry");
+    assert!(matches!(s.record_replay("k1", 500, 300).await, Err(StoreError::AlreadyExists(_))));
+}
+
+async fn ca_state<S: Store>(s: &S) {
+    assert!(s.get_ca_state().await.expect("get").is_none());
+    s.put_ca_state(b"one").await.expect("put");
+    s.put_ca_state(b"two").await.expect("put");
+    assert_eq!(s.get_ca_state().await.expect("get").as_deref(), Some(&b"two"[..]));
+}
+
+/// Concurrency checks: of many racing uses of one token or replay key, exactly one wins.
+pub async fn run_concurrency<S: Store>(store: Arc<S>) {
+    let t = JoinTokenRecord {
+        id: "race".into(),
+        secret_sha256: "ab".into(),
+        expires_at: 200,
+        used_at: None,
+        created_at: 100,
+    };
+    store.create_join_token(&t).await.expect("create");
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move { s.consume_join_token("race", 100 + i).await.is_ok() }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        wins += usize::from(t.await.expect("task"));
+    }
+    assert_eq!(wins, 1, "exactly one consumer wins");
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move { s.record_replay("race-key", 500, 100).await.is_ok() }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        wins += usize::from(t.await.expect("task"));
+    }
+    assert_eq!(wins, 1, "exactly one replay record wins");
+}

@@ -1,0 +1,658 @@
+//! The datastore seam ([`Store`]) and its embedded default, [`SqliteStore`]: a SQLite
+//! file under the server's data directory, created and migrated on first open.
+//!
+//! Every write is one transaction, so a crash never leaves a half-written entry, agent
+//! or token. Writers are serialised inside the process (SQLite has one writer anyway);
+//! readers run concurrently under WAL.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ferrid_types::{AgentRecord, EntryId, JoinTokenRecord, RegistrationEntry, Selector, SpiffeId};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite};
+use tokio::sync::Mutex;
+
+#[cfg(any(test, feature = "contract-tests"))]
+pub mod contract;
+
+/// Datastore errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The record does not exist.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked for.
+        what: String,
+    },
+    /// A unique record already exists (duplicate entry, replayed key, token id).
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The write conflicts with the current state (stale revision, used token).
+    #[error("{0}")]
+    Conflict(String),
+    /// The backend failed, or returned data that does not validate.
+    #[error("datastore error: {0}")]
+    Backend(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Backend(e.to_string())
+    }
+}
+
+fn not_found(what: impl Into<String>) -> StoreError {
+    StoreError::NotFound { what: what.into() }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// Filters for [`Store::list_entries`]; those given must all match.
+#[derive(Debug, Clone, Default)]
+pub struct EntryFilter {
+    /// Entries with this SPIFFE ID.
+    pub spiffe_id: Option<SpiffeId>,
+    /// Entries with this parent.
+    pub parent_id: Option<SpiffeId>,
+    /// Entries that have this selector.
+    pub selector: Option<Selector>,
+}
+
+/// What the server keeps. One call is one transaction.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Inserts a new entry (ID and `created_at` set by the caller) at revision 1.
+    /// `AlreadyExists` when another entry has the same SPIFFE ID, parent and selector set.
+    async fn create_entry(&self, entry: &RegistrationEntry) -> Result<RegistrationEntry, StoreError>;
+    /// Replaces an entry's fields and bumps its revision; `Conflict` when
+    /// `expected_revision` is given and stale; `NotFound` when absent.
+    async fn update_entry(
+        &self,
+        entry: &RegistrationEntry,
+        expected_revision: Option<i64>,
+    ) -> Result<RegistrationEntry, StoreError>;
+    /// Deletes an entry and returns it.
+    async fn delete_entry(&self, id: &EntryId) -> Result<RegistrationEntry, StoreError>;
+    /// One entry.
+    async fn get_entry(&self, id: &EntryId) -> Result<Option<RegistrationEntry>, StoreError>;
+    /// Entries matching `filter`, sorted by SPIFFE ID then ID.
+    async fn list_entries(&self, filter: &EntryFilter) -> Result<Vec<RegistrationEntry>, StoreError>;
+    /// Stores a new join token; `AlreadyExists` on a duplicate ID.
+    async fn create_join_token(&self, token: &JoinTokenRecord) -> Result<(), StoreError>;
+    /// One join token.
+    async fn get_join_token(&self, id: &str) -> Result<Option<JoinTokenRecord>, StoreError>;
+    /// Atomically marks a token used at `now`; `Conflict` if it already was.
+    async fn consume_join_token(&self, id: &str, now: i64) -> Result<JoinTokenRecord, StoreError>;
+    /// Deletes tokens that expired before `now`; returns how many.
+    async fn prune_join_tokens(&self, now: i64) -> Result<u64, StoreError>;
+    /// Inserts or replaces an agent.
+    async fn upsert_agent(&self, agent: &AgentRecord) -> Result<(), StoreError>;
+    /// One agent.
+    async fn get_agent(&self, id: &SpiffeId) -> Result<Option<AgentRecord>, StoreError>;
+    /// Every agent, sorted by SPIFFE ID.
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
+    /// Marks an agent banned and returns it.
+    async fn ban_agent(&self, id: &SpiffeId) -> Result<AgentRecord, StoreError>;
+    /// Records a single-use key until `expires_at`; `AlreadyExists` while an unexpired
+    /// record with that key exists.
+    async fn record_replay(&self, key: &str, expires_at: i64, now: i64) -> Result<(), StoreError>;
+    /// The CA's persisted state (an opaque JSON document).
+    async fn get_ca_state(&self) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Replaces the CA's persisted state.
+    async fn put_ca_state(&self, state: &[u8]) -> Result<(), StoreError>;
+}
+
+/// The embedded SQLite datastore.
+#[derive(Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    write: Mutex<()>,
+}
+
+/// How long a connection waits on a lock held by another process before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database at `path`. The parent
+    /// directory is created with mode 0700 and the file restricted to 0600. WAL journal
+    /// with `synchronous = FULL`: a committed write survives power loss.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(|e| StoreError::Backend(format!("restricting {}: {e}", dir.display())))?;
+            }
+        }
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| StoreError::Backend(format!("restricting {}: {e}", path.display())))?;
+        Self::migrate(pool).await
+    }
+
+    /// A private in-memory database (for tests).
+    pub async fn in_memory() -> Result<Self, StoreError> {
+        let opts = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
+        // One connection: every in-memory connection would be its own database.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(opts)
+            .await?;
+        Self::migrate(pool).await
+    }
+
+    async fn migrate(pool: SqlitePool) -> Result<Self, StoreError> {
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Backend(format!("migration: {e}")))?;
+        Ok(Self { pool, write: Mutex::new(()) })
+    }
+}
+
+/// Canonical, order-insensitive form of a selector set (selectors cannot hold control
+/// characters, so a newline separates them unambiguously).
+fn fingerprint(selectors: &[Selector]) -> String {
+    let mut v: Vec<String> = selectors.iter().map(ToString::to_string).collect();
+    v.sort();
+    v.dedup();
+    v.join("\n")
+}
+
+fn bad(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("corrupt {what} in datastore: {e}"))
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+fn entry_from_row(row: &SqliteRow, selectors: Vec<Selector>) -> Result<RegistrationEntry, StoreError> {
+    let id: String = row.try_get("id")?;
+    let spiffe_id: String = row.try_get("spiffe_id")?;
+    let parent_id: String = row.try_get("parent_id")?;
+    let dns: String = row.try_get("dns_names")?;
+    let meta: String = row.try_get("metadata")?;
+    let ttl = |col: &str| -> Result<u32, StoreError> {
+        let v: i64 = row.try_get(col)?;
+        u32::try_from(v).map_err(|e| bad(col, e))
+    };
+    Ok(RegistrationEntry {
+        spiffe_id: SpiffeId::new(&spiffe_id).map_err(|e| bad("spiffe_id", e))?,
+        parent_id: SpiffeId::new(&parent_id).map_err(|e| bad("parent_id", e))?,
+        selectors,
+        x509_svid_ttl: ttl("x509_svid_ttl")?,
+        jwt_svid_ttl: ttl("jwt_svid_ttl")?,
+        dns_names: serde_json::from_str(&dns).map_err(|e| bad("dns_names", e))?,
+        hint: row.try_get("hint")?,
+        admin: row.try_get("admin")?,
+        expires_at: row.try_get("expires_at")?,
+        metadata: serde_json::from_str(&meta).map_err(|e| bad("metadata", e))?,
+        revision: row.try_get("revision")?,
+        created_at: row.try_get("created_at")?,
+        id: EntryId(id),
+    })
+}
+
+fn agent_from_row(row: &SqliteRow) -> Result<AgentRecord, StoreError> {
+    let id: String = row.try_get("spiffe_id")?;
+    let sels: String = row.try_get("selectors")?;
+    let sels: Vec<String> = serde_json::from_str(&sels).map_err(|e| bad("agent selectors", e))?;
+    Ok(AgentRecord {
+        spiffe_id: SpiffeId::new(&id).map_err(|e| bad("agent spiffe_id", e))?,
+        attestor: row.try_get("attestor")?,
+        selectors: sels
+            .iter()
+            .map(|s| s.parse().map_err(|e| bad("agent selector", e)))
+            .collect::<Result<_, _>>()?,
+        svid_serial: row.try_get("svid_serial")?,
+        svid_expires_at: row.try_get("svid_expires_at")?,
+        can_reattest: row.try_get("can_reattest")?,
+        banned: row.try_get("banned")?,
+        attested_at: row.try_get("attested_at")?,
+        last_seen: row.try_get("last_seen")?,
+    })
+}
+
+fn token_from_row(row: &SqliteRow) -> Result<JoinTokenRecord, StoreError> {
+    Ok(JoinTokenRecord {
+        id: row.try_get("id")?,
+        secret_sha256: row.try_get("secret_sha256")?,
+        expires_at: row.try_get("expires_at")?,
+        used_at: row.try_get("used_at")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// Appends the WHERE clause of `filter` over table alias `e`.
+fn push_filter(q: &mut QueryBuilder<'_, Sqlite>, filter: &EntryFilter) {
+    q.push(" WHERE 1 = 1");
+    if let Some(id) = &filter.spiffe_id {
+        q.push(" AND e.spiffe_id = ").push_bind(id.to_string());
+    }
+    if let Some(id) = &filter.parent_id {
+        q.push(" AND e.parent_id = ").push_bind(id.to_string());
+    }
+    if let Some(s) = &filter.selector {
+        q.push(" AND e.id IN (SELECT entry_id FROM entry_selectors WHERE type = ")
+            .push_bind(s.kind.clone())
+            .push(" AND value = ")
+            .push_bind(s.value.clone())
+            .push(")");
+    }
+}
+
+async fn insert_selectors(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    id: &str,
+    selectors: &[Selector],
+) -> Result<(), StoreError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for s in selectors {
+        if seen.insert(s) {
+            sqlx::query("INSERT INTO entry_selectors (entry_id, type, value) VALUES (?, ?, ?)")
+                .bind(id)
+                .bind(&s.kind)
+                .bind(&s.value)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+fn duplicate(e: &RegistrationEntry) -> StoreError {
+    StoreError::AlreadyExists(format!(
+        "an entry for {} under parent {} with the same selectors already exists",
+        e.spiffe_id, e.parent_id
+    ))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_entry(&self, entry: &RegistrationEntry) -> Result<RegistrationEntry, StoreError> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query(
+            "INSERT INTO entries (id, spiffe_id, parent_id, fingerprint, x509_svid_ttl, jwt_svid_ttl, dns_names, \
+             hint, admin, expires_at, metadata, revision, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
+        )
+        .bind(&entry.id.0)
+        .bind(entry.spiffe_id.to_string())
+        .bind(entry.parent_id.to_string())
+        .bind(fingerprint(&entry.selectors))
+        .bind(i64::from(entry.x509_svid_ttl))
+        .bind(i64::from(entry.jwt_svid_ttl))
+        .bind(json(&entry.dns_names)?)
+        .bind(&entry.hint)
+        .bind(entry.admin)
+        .bind(entry.expires_at)
+        .bind(json(&entry.metadata)?)
+        .bind(entry.created_at)
+        .execute(&mut *tx)
+        .await;
+        match r {
+            Err(e) if is_unique_violation(&e) => return Err(duplicate(entry)),
+            r => r?,
+        };
+        insert_selectors(&mut tx, &entry.id.0, &entry.selectors).await?;
+        tx.commit().await?;
+        Ok(RegistrationEntry { revision: 1, ..entry.clone() })
+    }
+
+    async fn update_entry(
+        &self,
+        entry: &RegistrationEntry,
+        expected_revision: Option<i64>,
+    ) -> Result<RegistrationEntry, StoreError> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT revision, created_at FROM entries WHERE id = ?")
+            .bind(&entry.id.0)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| not_found(format!("entry {}", entry.id)))?;
+        let current: i64 = row.try_get("revision")?;
+        let created_at: i64 = row.try_get("created_at")?;
+        if let Some(expected) = expected_revision
+            && expected != current
+        {
+            return Err(StoreError::Conflict(format!(
+                "entry {} is at revision {current}, not {expected}; fetch it again and retry",
+                entry.id
+            )));
+        }
+        let revision = current + 1;
+        let r = sqlx::query(
+            "UPDATE entries SET spiffe_id = ?, parent_id = ?, fingerprint = ?, x509_svid_ttl = ?, jwt_svid_ttl = ?, \
+             dns_names = ?, hint = ?, admin = ?, expires_at = ?, metadata = ?, revision = ? WHERE id = ?",
+        )
+        .bind(entry.spiffe_id.to_string())
+        .bind(entry.parent_id.to_string())
+        .bind(fingerprint(&entry.selectors))
+        .bind(i64::from(entry.x509_svid_ttl))
+        .bind(i64::from(entry.jwt_svid_ttl))
+        .bind(json(&entry.dns_names)?)
+        .bind(&entry.hint)
+        .bind(entry.admin)
+        .bind(entry.expires_at)
+        .bind(json(&entry.metadata)?)
+        .bind(revision)
+        .bind(&entry.id.0)
+        .execute(&mut *tx)
+        .await;
+        match r {
+            Err(e) if is_unique_violation(&e) => return Err(duplicate(entry)),
+            r => r?,
+        };
+        sqlx::query("DELETE FROM entry_selectors WHERE entry_id = ?")
+            .bind(&entry.id.0)
+            .execute(&mut *tx)
+            .await?;
+        insert_selectors(&mut tx, &entry.id.0, &entry.selectors).await?;
+        tx.commit().await?;
+        Ok(RegistrationEntry { revision, created_at, ..entry.clone() })
+    }
+
+    async fn delete_entry(&self, id: &EntryId) -> Result<RegistrationEntry, StoreError> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let entry = {
+            let row = sqlx::query("SELECT * FROM entries WHERE id = ?")
+                .bind(&id.0)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| not_found(format!("entry {id}")))?;
+            let sels = sqlx::query(
+                "SELECT type, value FROM entry_selectors WHERE entry_id = ? ORDER BY type, value",
+            )
+            .bind(&id.0)
+            .fetch_all(&mut *tx)
+            .await?;
+            let sels = sels
+                .iter()
+                .map(|r| {
+                    Selector::new(r.get::<String, _>("type"), r.get::<String, _>("value"))
+                        .map_err(|e| bad("selector", e))
+                })
+                .collect::<Result<_, _>>()?;
+            entry_from_row(&row, sels)?
+        };
+        sqlx::query("DELETE FROM entries WHERE id = ?").bind(&id.0).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(entry)
+    }
+
+    async fn get_entry(&self, id: &EntryId) -> Result<Option<RegistrationEntry>, StoreError> {
+        let Some(row) =
+            sqlx::query("SELECT * FROM entries WHERE id = ?").bind(&id.0).fetch_optional(&self.pool).await?
+        else {
+            return Ok(None);
+        };
+        let sels =
+            sqlx::query("SELECT type, value FROM entry_selectors WHERE entry_id = ? ORDER BY type, value")
+                .bind(&id.0)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| {
+                    Selector::new(r.get::<String, _>("type"), r.get::<String, _>("value"))
+                        .map_err(|e| bad("selector", e))
+                })
+                .collect::<Result<_, _>>()?;
+        entry_from_row(&row, sels).map(Some)
+    }
+
+    async fn list_entries(&self, filter: &EntryFilter) -> Result<Vec<RegistrationEntry>, StoreError> {
+        // Two queries in one read transaction (a consistent snapshot), not one per entry.
+        let mut tx = self.pool.begin().await?;
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT s.entry_id, s.type, s.value FROM entry_selectors s JOIN entries e ON e.id = s.entry_id",
+        );
+        push_filter(&mut q, filter);
+        q.push(" ORDER BY s.entry_id, s.type, s.value");
+        let mut selectors: HashMap<String, Vec<Selector>> = HashMap::new();
+        for r in q.build().fetch_all(&mut *tx).await? {
+            let s = Selector::new(r.try_get::<String, _>("type")?, r.try_get::<String, _>("value")?)
+                .map_err(|e| bad("selector", e))?;
+            selectors.entry(r.try_get("entry_id")?).or_default().push(s);
+        }
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT e.* FROM entries e");
+        push_filter(&mut q, filter);
+        q.push(" ORDER BY e.spiffe_id, e.id");
+        let rows = q.build().fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("id")?;
+                entry_from_row(row, selectors.remove(&id).unwrap_or_default())
+            })
+            .collect()
+    }
+
+    async fn create_join_token(&self, t: &JoinTokenRecord) -> Result<(), StoreError> {
+        let _w = self.write.lock().await;
+        let r = sqlx::query("INSERT INTO join_tokens (id, secret_sha256, expires_at, used_at, created_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(&t.id)
+            .bind(&t.secret_sha256)
+            .bind(t.expires_at)
+            .bind(t.used_at)
+            .bind(t.created_at)
+            .execute(&self.pool)
+            .await;
+        match r {
+            Err(e) if is_unique_violation(&e) => {
+                Err(StoreError::AlreadyExists(format!("join token {} already exists", t.id)))
+            }
+            r => r.map(|_| ()).map_err(Into::into),
+        }
+    }
+
+    async fn get_join_token(&self, id: &str) -> Result<Option<JoinTokenRecord>, StoreError> {
+        sqlx::query("SELECT * FROM join_tokens WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| token_from_row(&r))
+            .transpose()
+    }
+
+    async fn consume_join_token(&self, id: &str, now: i64) -> Result<JoinTokenRecord, StoreError> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("UPDATE join_tokens SET used_at = ? WHERE id = ? AND used_at IS NULL")
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let row = sqlx::query("SELECT * FROM join_tokens WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| not_found(format!("join token {id}")))?;
+        if done == 0 {
+            return Err(StoreError::Conflict("join token already used".into()));
+        }
+        tx.commit().await?;
+        token_from_row(&row)
+    }
+
+    async fn prune_join_tokens(&self, now: i64) -> Result<u64, StoreError> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query("DELETE FROM join_tokens WHERE expires_at < ?")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM replay WHERE expires_at < ?").bind(now).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn upsert_agent(&self, a: &AgentRecord) -> Result<(), StoreError> {
+        let _w = self.write.lock().await;
+        let sels: Vec<String> = a.selectors.iter().map(ToString::to_string).collect();
+        sqlx::query(
+            "INSERT INTO agents (spiffe_id, attestor, selectors, svid_serial, svid_expires_at, can_reattest, banned, \
+             attested_at, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (spiffe_id) DO UPDATE SET \
+             attestor = excluded.attestor, selectors = excluded.selectors, svid_serial = excluded.svid_serial, \
+             svid_expires_at = excluded.svid_expires_at, can_reattest = excluded.can_reattest, banned = excluded.banned, \
+             attested_at = excluded.attested_at, last_seen = excluded.last_seen",
+        )
+        .bind(a.spiffe_id.to_string())
+        .bind(&a.attestor)
+        .bind(json(&sels)?)
+        .bind(&a.svid_serial)
+        .bind(a.svid_expires_at)
+        .bind(a.can_reattest)
+        .bind(a.banned)
+        .bind(a.attested_at)
+        .bind(a.last_seen)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_agent(&self, id: &SpiffeId) -> Result<Option<AgentRecord>, StoreError> {
+        sqlx::query("SELECT * FROM agents WHERE spiffe_id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| agent_from_row(&r))
+            .transpose()
+    }
+
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        sqlx::query("SELECT * FROM agents ORDER BY spiffe_id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(agent_from_row)
+            .collect()
+    }
+
+    async fn ban_agent(&self, id: &SpiffeId) -> Result<AgentRecord, StoreError> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE agents SET banned = 1 WHERE spiffe_id = ?")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query("SELECT * FROM agents WHERE spiffe_id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| not_found(format!("agent {id}")))?;
+        tx.commit().await?;
+        agent_from_row(&row)
+    }
+
+    async fn record_replay(&self, key: &str, expires_at: i64, now: i64) -> Result<(), StoreError> {
+        let _w = self.write.lock().await;
+        let n = sqlx::query(
+            "INSERT INTO replay (key, expires_at) VALUES (?, ?) \
+             ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at WHERE replay.expires_at <= ?",
+        )
+        .bind(key)
+        .bind(expires_at)
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n == 0 { Err(StoreError::AlreadyExists(format!("{key} has already been used"))) } else { Ok(()) }
+    }
+
+    async fn get_ca_state(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(sqlx::query("SELECT state FROM ca_state WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.get::<Vec<u8>, _>("state")))
+    }
+
+    async fn put_ca_state(&self, state: &[u8]) -> Result<(), StoreError> {
+        let _w = self.write.lock().await;
+        sqlx::query("INSERT INTO ca_state (id, state) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET state = excluded.state")
+            .bind(state)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn contract_in_memory() {
+        contract::run_all(&SqliteStore::in_memory().await.unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn contract_on_a_file_and_persistence() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/ferrid.sqlite3");
+        let store = SqliteStore::open(&path).await.unwrap();
+        contract::run_all(&store).await;
+        let e = contract::sample_entry("persisted", "spiffe://td/persisted", &["k8s:ns:a"]);
+        store.create_entry(&e).await.unwrap();
+        store.put_ca_state(b"{\"v\":1}").await.unwrap();
+        drop(store);
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
+        // Reopening runs migrations again (a no-op) and finds the data.
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(store.get_entry(&e.id).await.unwrap().unwrap().selectors, e.selectors);
+        assert_eq!(store.get_ca_state().await.unwrap().unwrap(), b"{\"v\":1}");
+    }
+
+    #[tokio::test]
+    async fn corrupted_rows_are_errors_not_panics() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        let e = contract::sample_entry("c1", "spiffe://td/c", &["a:b"]);
+        store.create_entry(&e).await.unwrap();
+        sqlx::query("UPDATE entries SET spiffe_id = 'not a spiffe id'").execute(&store.pool).await.unwrap();
+        assert!(
+            matches!(store.get_entry(&e.id).await, Err(StoreError::Backend(m)) if m.contains("spiffe_id"))
+        );
+        assert!(matches!(store.list_entries(&EntryFilter::default()).await, Err(StoreError::Backend(_))));
+    }
+}
+
+#[cfg(test)]
+mod concurrency {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn racing_consumers_on_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path().join("race.sqlite3")).await.unwrap());
+        contract::run_concurrency(store).await;
+    }
+}
