@@ -112,7 +112,8 @@ mod tests {
         assert_eq!(entry_from_proto(&bad).unwrap_err().field, "spiffe_id");
         let neg = pb::Entry { x509_svid_ttl: -1, ..wire.clone() };
         assert_eq!(entry_from_proto(&neg).unwrap_err().field, "x509_svid_ttl");
-        let badsel = pb::Entry { selectors: vec![pb::Selector { r#type: "".into(), value: "x".into() }], ..wire };
+        let badsel =
+            pb::Entry { selectors: vec![pb::Selector { r#type: "".into(), value: "x".into() }], ..wire };
         assert_eq!(entry_from_proto(&badsel).unwrap_err().field, "selectors");
     }
 }

@@ -28,4 +28,6 @@ pub mod admin {
 }
 
 mod convert;
-pub use convert::{ConvertError, entry_from_proto, entry_to_proto, agent_to_proto, selector_from_proto, selector_to_proto};
+pub use convert::{
+    ConvertError, agent_to_proto, entry_from_proto, entry_to_proto, selector_from_proto, selector_to_proto,
+};

@@ -1,0 +1,376 @@
+//! The Ferrid server: one trust domain's CA, the node API (TLS, then mutual TLS with
+//! agent SVIDs) and the admin API (a local Unix socket), on an embedded SQLite
+//! datastore.
+//!
+//! [`start`] brings everything up and returns a [`ServerHandle`]; the `ferrid` binary
+//! only parses configuration and calls it.
+#![forbid(unsafe_code)]
+
+mod admin;
+pub mod client;
+pub mod config;
+mod error;
+mod health;
+mod metrics;
+mod node;
+mod state;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use ferrid_attest::{AttestError, Registry};
+use ferrid_attest_join_token::{JoinTokenAttestor, JoinTokenSource};
+use ferrid_ca::{Authority, CaConfig, DiskKeyStore, KeyStore, MemoryKeyStore, UpstreamCa, X509SvidRequest};
+use ferrid_proto::admin::v1::admin_server::AdminServer;
+use ferrid_proto::node::v1::node_server::NodeServer;
+use ferrid_store::{SqliteStore, Store};
+use ferrid_types::{Clock, JoinTokenRecord};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+
+pub use config::{ServerConfig, ValidatedConfig};
+
+use crate::state::Shared;
+use crate::tls::{TlsConn, UdsConn};
+
+/// Name of the SQLite file inside the data directory.
+pub const DATASTORE_FILE: &str = "datastore.sqlite3";
+/// How often the background loop drives CA rotation and certificate renewal.
+const TICK: Duration = Duration::from_secs(2);
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// A file or socket operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The datastore failed.
+    #[error("datastore: {0}")]
+    Store(#[from] ferrid_store::StoreError),
+    /// The CA could not be loaded or created.
+    #[error("CA: {0}")]
+    Ca(#[from] ferrid_ca::CaError),
+    /// TLS configuration failed.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServerError {
+    let context = context.into();
+    move |source| ServerError::Io { context, source }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct ServerHandle {
+    /// Where the node API listens.
+    pub node_addr: SocketAddr,
+    /// The admin socket.
+    pub admin_socket: PathBuf,
+    /// Where health and metrics are served, if enabled.
+    pub health_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl ServerHandle {
+    /// Stops every listener and background task and waits for them.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        let _ = std::fs::remove_file(&self.admin_socket);
+    }
+
+    /// Waits until `signal` resolves, then shuts down.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
+        signal.await;
+        tracing::info!("shutting down");
+        self.shutdown().await;
+    }
+}
+
+/// Join tokens looked up in the datastore.
+#[derive(Debug)]
+struct StoreTokens(Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl JoinTokenSource for StoreTokens {
+    async fn get(&self, id: &str) -> Result<Option<JoinTokenRecord>, AttestError> {
+        self.0.get_join_token(id).await.map_err(|e| AttestError::Unavailable(e.to_string()))
+    }
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), ServerError> {
+    std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io_err(format!("restricting {}", dir.display())))
+}
+
+async fn open_ca(
+    cfg: &ValidatedConfig,
+    store: &Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+) -> Result<Authority, ServerError> {
+    let raw = &cfg.raw;
+    let mut ca = CaConfig::new(cfg.trust_domain.clone());
+    ca.key_algorithm = raw.ca.key_type;
+    ca.ca_ttl = raw.ca.ttl;
+    ca.x509_svid_ttl = raw.svid.x509_ttl;
+    ca.jwt_svid_ttl = raw.svid.jwt_ttl;
+    ca.max_svid_ttl = raw.svid.max_ttl;
+    ca.jwt_issuer = raw.ca.jwt_issuer.clone();
+    ca.refresh_hint = raw.ca.refresh_hint;
+    if let (Some(cert), Some(key)) = (&raw.ca.upstream_cert_file, &raw.ca.upstream_key_file) {
+        let cert_pem = std::fs::read_to_string(cert)
+            .map_err(io_err(format!("reading ca.upstream_cert_file {}", cert.display())))?;
+        let key_pem = std::fs::read_to_string(key)
+            .map_err(io_err(format!("reading ca.upstream_key_file {}", key.display())))?;
+        ca.upstream = Some(UpstreamCa::from_pem(&cert_pem, &key_pem)?);
+    }
+    let (keys, state): (Arc<dyn KeyStore>, _) = match raw.ca.key_manager {
+        config::KeyManagerKind::Disk => {
+            let dir = raw.data_dir.join("keys");
+            let state = match store.get_ca_state().await? {
+                Some(blob) => Some(
+                    serde_json::from_slice(&blob)
+                        .map_err(|e| ServerError::Other(format!("stored CA state is unreadable: {e}")))?,
+                ),
+                None => None,
+            };
+            (Arc::new(DiskKeyStore::open(dir)?), state)
+        }
+        config::KeyManagerKind::Memory => {
+            tracing::warn!(
+                "ca.key_manager = \"memory\": CA keys are lost on restart and a new CA is created"
+            );
+            (Arc::new(MemoryKeyStore::new()), None)
+        }
+    };
+    let restored = state.is_some();
+    let authority = Authority::open(ca, keys, state, clock)?;
+    authority.tick()?;
+    tracing::info!(
+        trust_domain = %cfg.trust_domain,
+        restored,
+        sequence = authority.bundle().sequence,
+        "certificate authority ready"
+    );
+    Ok(authority)
+}
+
+/// The server's own TLS certificate (an SVID for `spiffe://<td>/ferrid/server`) and key.
+fn server_identity(
+    shared_ca: &Authority,
+    cfg: &ValidatedConfig,
+) -> Result<(ferrid_ca::X509Svid, zeroize::Zeroizing<Vec<u8>>), ServerError> {
+    let id = ferrid_types::server_id(&cfg.trust_domain);
+    let (key, csr) = ferrid_ca::generate_key_and_csr(cfg.raw.ca.key_type, Some(&id))?;
+    let svid = shared_ca.mint_x509_svid(&X509SvidRequest {
+        csr_der: &csr,
+        spiffe_id: &id,
+        ttl: Some(cfg.raw.svid.agent_ttl),
+        dns_names: &cfg.raw.server_dns_names,
+    })?;
+    Ok((svid, key))
+}
+
+fn build_tls(ca: &Authority, cfg: &ValidatedConfig) -> Result<(rustls::ServerConfig, i64, i64), ServerError> {
+    let (svid, key) = server_identity(ca, cfg)?;
+    let tls = tls::server_config(&svid.cert_chain_der, &key, &ca.bundle().x509_authorities)?;
+    Ok((tls, svid.not_before, svid.not_after))
+}
+
+/// Starts the server with `clock` as its source of time.
+pub async fn start(cfg: ValidatedConfig, clock: Arc<dyn Clock>) -> Result<ServerHandle, ServerError> {
+    create_private_dir(&cfg.raw.data_dir)?;
+    let db = cfg.raw.data_dir.join(DATASTORE_FILE);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).await?);
+    tracing::info!(path = %db.display(), "datastore open");
+
+    let ca = open_ca(&cfg, &store, clock.clone()).await?;
+    store
+        .put_ca_state(&serde_json::to_vec(&ca.state()).map_err(|e| ServerError::Other(e.to_string()))?)
+        .await?;
+
+    let mut attestors = Registry::new();
+    if cfg.raw.join_token.enabled {
+        attestors
+            .register(Arc::new(JoinTokenAttestor::new(Arc::new(StoreTokens(store.clone())))))
+            .map_err(|e| ServerError::Other(e.to_string()))?;
+    }
+
+    let (tls_cfg, mut cert_from, mut cert_until) = build_tls(&ca, &cfg)?;
+    let metrics = metrics::Metrics::new();
+    let shared = Arc::new(Shared::load(cfg.clone(), ca, store, attestors, clock, metrics, tls_cfg).await?);
+    shared.metrics.entries.set(i64::try_from(shared.entries().by_id.len()).unwrap_or(i64::MAX));
+    shared.metrics.bundle_sequence.set(i64::try_from(shared.bundle().sequence).unwrap_or(i64::MAX));
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let limit = cfg.raw.limits.max_message_bytes;
+
+    // Node API over TLS.
+    let listener = TcpListener::bind(cfg.bind_address)
+        .await
+        .map_err(io_err(format!("binding bind_address {}", cfg.bind_address)))?;
+    let node_addr = listener.local_addr().map_err(io_err("reading node address"))?;
+    let (conn_tx, conn_rx) = mpsc::channel::<Result<TlsConn, std::io::Error>>(128);
+    {
+        let shared = shared.clone();
+        let mut stop = shutdown_rx.clone();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    accepted = listener.accept() => {
+                        let Ok((tcp, remote)) = accepted else { continue };
+                        let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.load_full());
+                        let conn_tx = conn_tx.clone();
+                        tokio::spawn(async move {
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                                Ok(Ok(tls)) => { let _ = conn_tx.send(Ok(TlsConn(tls))).await; }
+                                Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                                Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                            }
+                        });
+                    }
+                }
+            }
+        });
+    }
+    {
+        let svc = NodeServer::new(node::NodeService { shared: shared.clone() })
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(usize::MAX);
+        let mut stop = shutdown_rx.clone();
+        tasks.spawn(async move {
+            let r = tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                .add_service(svc)
+                .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "node API stopped");
+            }
+        });
+    }
+
+    // Admin API on a Unix socket only the server's user can open.
+    let admin_socket = cfg.admin_socket.clone();
+    if let Some(dir) = admin_socket.parent() {
+        create_private_dir(dir)?;
+    }
+    if admin_socket.exists() {
+        if tokio::net::UnixStream::connect(&admin_socket).await.is_ok() {
+            return Err(ServerError::Other(format!(
+                "another server is already listening on the admin socket {}",
+                admin_socket.display()
+            )));
+        }
+        std::fs::remove_file(&admin_socket)
+            .map_err(io_err(format!("removing stale {}", admin_socket.display())))?;
+    }
+    let uds = UnixListener::bind(&admin_socket)
+        .map_err(io_err(format!("binding admin socket {}", admin_socket.display())))?;
+    std::fs::set_permissions(&admin_socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(io_err("restricting the admin socket"))?;
+    {
+        let svc = AdminServer::new(admin::AdminService { shared: shared.clone() })
+            .max_decoding_message_size(1 << 20);
+        let incoming = UnixListenerStream::new(uds).map(|r| r.map(UdsConn));
+        let mut stop = shutdown_rx.clone();
+        tasks.spawn(async move {
+            let r = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "admin API stopped");
+            }
+        });
+    }
+
+    // Health and metrics.
+    let health_addr = match cfg.health_address {
+        Some(addr) => Some(health::serve(addr, shared.clone(), shutdown_rx.clone(), &mut tasks).await?),
+        None => None,
+    };
+
+    // Rotation, server certificate renewal, housekeeping.
+    {
+        let shared = shared.clone();
+        let mut stop = shutdown_rx.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tick.tick() => {}
+                }
+                let now = shared.now();
+                let mut rebuild = now >= cert_from + (cert_until - cert_from) / 2;
+                match shared.ca.tick() {
+                    Ok(true) => {
+                        let b = shared.bundle();
+                        tracing::info!(sequence = b.sequence, "trust bundle changed");
+                        shared.metrics.bundle_sequence.set(i64::try_from(b.sequence).unwrap_or(i64::MAX));
+                        if let Err(e) = shared.persist_ca().await {
+                            tracing::error!(error = %e, "persisting CA state failed");
+                        }
+                        shared.notify();
+                        rebuild = true;
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(error = %e, "CA rotation failed"),
+                }
+                if rebuild {
+                    match build_tls(&shared.ca, &shared.cfg) {
+                        Ok((tls, from, until)) => {
+                            shared.tls.store(Arc::new(tls));
+                            (cert_from, cert_until) = (from, until);
+                            tracing::debug!(not_after = until, "server certificate renewed");
+                        }
+                        Err(e) => tracing::error!(error = %e, "renewing the server certificate failed"),
+                    }
+                }
+                if let Err(e) = shared.store.prune_join_tokens(now).await {
+                    tracing::warn!(error = %e, "pruning join tokens failed");
+                }
+            }
+        });
+    }
+
+    shared.ready.store(true, Ordering::Release);
+    tracing::info!(
+        trust_domain = %cfg.trust_domain,
+        node_api = %node_addr,
+        admin_socket = %admin_socket.display(),
+        health = ?health_addr,
+        "ferrid server ready"
+    );
+    Ok(ServerHandle { node_addr, admin_socket, health_addr, shutdown, tasks })
+}

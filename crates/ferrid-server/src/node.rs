@@ -1,0 +1,440 @@
+//! The node API: node attestation, agent SVID renewal, SVID minting for authorized
+//! entries, and the entry/bundle watch.
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferrid_attest::{AttestError, Challenger, MAX_PAYLOAD};
+use ferrid_ca::{JwtSvidRequest, X509SvidRequest};
+use ferrid_proto::node::v1::{self as pb, node_server::Node};
+use ferrid_proto::types::v1 as tpb;
+use ferrid_store::StoreError;
+use ferrid_types::{AgentRecord, RegistrationEntry, Selector, SpiffeId};
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::{attest_status, ca_status, store_status};
+use crate::state::Shared;
+use crate::tls::{PeerInfo, serial_of, spiffe_id_of};
+
+/// How long an agent has to answer an attestation challenge.
+const CHALLENGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The node service.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeService {
+    pub(crate) shared: Arc<Shared>,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Converts a minted X.509-SVID to its wire form.
+pub(crate) fn x509_to_proto(s: &ferrid_ca::X509Svid, entry: Option<&RegistrationEntry>) -> tpb::X509Svid {
+    tpb::X509Svid {
+        spiffe_id: s.spiffe_id.to_string(),
+        cert_chain: s.cert_chain_der.clone(),
+        expires_at: s.not_after,
+        serial: s.cert_chain_der.first().and_then(|c| serial_of(c).ok()).unwrap_or_default(),
+        entry_id: entry.map(|e| e.id.0.clone()).unwrap_or_default(),
+        hint: entry.map(|e| e.hint.clone()).unwrap_or_default(),
+    }
+}
+
+/// Converts a minted JWT-SVID to its wire form.
+pub(crate) fn jwt_to_proto(s: &ferrid_ca::JwtSvid, hint: &str) -> tpb::JwtSvid {
+    tpb::JwtSvid {
+        token: s.token.clone(),
+        spiffe_id: s.spiffe_id.to_string(),
+        expires_at: s.expires_at,
+        issued_at: s.issued_at,
+        jti: s.jti.clone(),
+        hint: hint.to_owned(),
+    }
+}
+
+/// The bundle in wire form.
+pub(crate) fn bundle_to_proto(b: &ferrid_ca::TrustBundle) -> tpb::Bundle {
+    tpb::Bundle {
+        trust_domain: b.trust_domain.to_string(),
+        x509_authorities: b.x509_authorities.clone(),
+        jwt_authorities: b
+            .jwt_authorities
+            .iter()
+            .map(|k| tpb::JwtKey {
+                key_id: k.key_id.clone(),
+                public_key: k.public_key_spki_der.clone(),
+                expires_at: k.expires_at,
+            })
+            .collect(),
+        sequence: b.sequence,
+        refresh_hint: b.refresh_hint_secs,
+        spiffe_bundle_json: b.to_spiffe_json().into_bytes(),
+    }
+}
+
+fn ttl_of(secs: u32) -> Option<Duration> {
+    (secs > 0).then(|| Duration::from_secs(u64::from(secs)))
+}
+
+impl NodeService {
+    /// Identifies the calling agent from its mTLS certificate. The TLS layer has
+    /// already verified the chain against the bundle; here the SVID must name an agent
+    /// this server admitted and has not evicted.
+    fn authenticate<T>(&self, req: &Request<T>) -> Result<AgentRecord, Status> {
+        let certs =
+            req.extensions().get::<PeerInfo>().and_then(|p| p.certs.clone()).ok_or_else(|| {
+                Status::unauthenticated("this call needs the agent's X.509-SVID (mutual TLS)")
+            })?;
+        let leaf = certs.first().ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
+        let id = spiffe_id_of(leaf.as_ref())
+            .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
+        let agent = self.shared.agent(&id).ok_or_else(|| {
+            Status::permission_denied(format!("{id} is not an attested agent of this server"))
+        })?;
+        if agent.banned {
+            return Err(Status::permission_denied(format!("agent {id} has been evicted")));
+        }
+        Ok(agent)
+    }
+
+    fn authorized_entry(
+        &self,
+        agent: &AgentRecord,
+        entry_id: &str,
+    ) -> Result<Arc<RegistrationEntry>, Status> {
+        let idx = self.shared.entries();
+        let allowed = idx.authorized(agent, &self.shared.server_id, self.shared.now());
+        allowed.into_iter().find(|e| e.id.0 == entry_id).ok_or_else(|| {
+            Status::permission_denied(format!(
+                "agent {} is not authorized for entry {entry_id:?}",
+                agent.spiffe_id
+            ))
+        })
+    }
+
+    fn mint_x509(&self, entry: &RegistrationEntry, csr: &[u8]) -> Result<tpb::X509Svid, Status> {
+        let started = Instant::now();
+        let svid = self
+            .shared
+            .ca
+            .mint_x509_svid(&X509SvidRequest {
+                csr_der: csr,
+                spiffe_id: &entry.spiffe_id,
+                ttl: ttl_of(entry.x509_svid_ttl),
+                dns_names: &entry.dns_names,
+            })
+            .map_err(|e| {
+                self.shared.metrics.issue_failures.with_label_values(&["x509", "ca"]).inc();
+                ca_status(e)
+            })?;
+        self.shared.metrics.issued.with_label_values(&["x509"]).inc();
+        self.shared.metrics.latency.with_label_values(&["x509"]).observe(started.elapsed().as_secs_f64());
+        tracing::debug!(spiffe_id = %entry.spiffe_id, entry = %entry.id, not_after = svid.not_after, "minted X.509-SVID");
+        Ok(x509_to_proto(&svid, Some(entry)))
+    }
+
+    /// Mints an agent SVID for `id` from `csr` (this also validates the CSR).
+    fn mint_agent_svid(&self, id: &SpiffeId, csr: &[u8]) -> Result<ferrid_ca::X509Svid, Status> {
+        self.shared
+            .ca
+            .mint_x509_svid(&X509SvidRequest {
+                csr_der: csr,
+                spiffe_id: id,
+                ttl: Some(self.shared.cfg.raw.svid.agent_ttl),
+                dns_names: &[],
+            })
+            .map_err(ca_status)
+    }
+
+    /// Records the agent with its new SVID and returns the SVID's wire form.
+    async fn record_agent(
+        &self,
+        mut agent: AgentRecord,
+        svid: &ferrid_ca::X509Svid,
+    ) -> Result<tpb::X509Svid, Status> {
+        let wire = x509_to_proto(svid, None);
+        agent.svid_serial = wire.serial.clone();
+        agent.svid_expires_at = svid.not_after;
+        agent.last_seen = self.shared.now();
+        self.shared.put_agent(agent).await.map_err(store_status)?;
+        self.shared.metrics.issued.with_label_values(&["agent"]).inc();
+        Ok(wire)
+    }
+
+    async fn attest_flow(
+        &self,
+        mut inbound: Streaming<pb::AttestAgentRequest>,
+        out: mpsc::Sender<Result<pb::AttestAgentResponse, Status>>,
+    ) -> Result<pb::AttestResult, Status> {
+        let shared = &self.shared;
+        let first = inbound.message().await?.ok_or_else(|| {
+            Status::invalid_argument("stream closed before attestation parameters were sent")
+        })?;
+        let Some(pb::attest_agent_request::Step::Params(params)) = first.step else {
+            return Err(Status::invalid_argument("the first message must carry attestation parameters"));
+        };
+        let data = params.data.ok_or_else(|| Status::invalid_argument("attestation data is missing"))?;
+        let attestor = shared.attestors.get(&data.r#type).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "node attestor {:?} is not enabled on this server (enabled: {})",
+                data.r#type,
+                shared.attestors.names().join(", ")
+            ))
+        })?;
+        let name = attestor.name();
+        let fail = |e: AttestError| {
+            shared.metrics.attest_failures.with_label_values(&[name, e.reason()]).inc();
+            tracing::warn!(attestor = name, reason = e.reason(), error = %e, "node attestation failed");
+            attest_status(&e)
+        };
+        if data.payload.len() > MAX_PAYLOAD {
+            return Err(fail(AttestError::TooLarge { limit: MAX_PAYLOAD, got: data.payload.len() }));
+        }
+        if params.csr.is_empty() {
+            return Err(Status::invalid_argument("a CSR for the agent SVID is required"));
+        }
+        let mut challenger = StreamChallenger { inbound: &mut inbound, out: &out };
+        let attested =
+            attestor.attest(&data.payload, &mut challenger, shared.clock.now()).await.map_err(fail)?;
+
+        let parts: Vec<&str> = attested.agent_path.iter().map(String::as_str).collect();
+        let agent_id = ferrid_types::agent_id(&shared.td, name, &parts)
+            .map_err(|e| Status::internal(format!("attestor {name} produced an invalid agent ID: {e}")))?;
+        let selectors = attested
+            .selectors
+            .iter()
+            .map(|v| Selector::new(name, v.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Status::internal(format!("attestor {name} produced an invalid selector: {e}")))?;
+        if let Some(existing) = shared.agent(&agent_id) {
+            if existing.banned {
+                return Err(fail(AttestError::Rejected(format!("agent {agent_id} has been evicted"))));
+            }
+            if !existing.can_reattest && attested.replay_key.is_none() {
+                return Err(fail(AttestError::Replayed(format!("agent {agent_id} has already attested"))));
+            }
+        }
+        let now = shared.now();
+        // Mint first (this validates the CSR), then consume the evidence: a bad CSR must
+        // not burn a one-time token, and a replay must not get a certificate.
+        let agent = AgentRecord {
+            spiffe_id: agent_id.clone(),
+            attestor: name.to_owned(),
+            selectors,
+            svid_serial: String::new(),
+            svid_expires_at: 0,
+            can_reattest: attested.can_reattest,
+            banned: false,
+            attested_at: now,
+            last_seen: now,
+        };
+        let svid = self.mint_agent_svid(&agent_id, &params.csr)?;
+        if let Some(key) = &attested.replay_key {
+            match shared.store.record_replay(key, attested.replay_expires_at.max(now + 1), now).await {
+                Ok(()) => {}
+                Err(StoreError::AlreadyExists(_)) => {
+                    return Err(fail(AttestError::Replayed(
+                        "this attestation evidence has already been used".into(),
+                    )));
+                }
+                Err(e) => return Err(store_status(e)),
+            }
+            if name == "join_token"
+                && let Some(id) = key.strip_prefix("join_token:")
+            {
+                shared.store.consume_join_token(id, now).await.map_err(store_status)?;
+            }
+        }
+        let wire = self.record_agent(agent, &svid).await?;
+        shared.metrics.attestations.with_label_values(&[name]).inc();
+        tracing::info!(agent = %agent_id, attestor = name, "agent attested");
+        Ok(pb::AttestResult {
+            svid: Some(wire),
+            reattestable: attested.can_reattest,
+            bundle: Some(bundle_to_proto(&shared.bundle())),
+        })
+    }
+
+    fn watch_state(&self, agent_id: &SpiffeId) -> Result<pb::WatchAuthorizedResponse, Status> {
+        let agent =
+            self.shared.agent(agent_id).ok_or_else(|| Status::permission_denied("agent no longer exists"))?;
+        if agent.banned {
+            return Err(Status::permission_denied(format!("agent {agent_id} has been evicted")));
+        }
+        let entries = self.shared.entries().authorized(&agent, &self.shared.server_id, self.shared.now());
+        Ok(pb::WatchAuthorizedResponse {
+            entries: entries.iter().map(|e| ferrid_proto::entry_to_proto(e)).collect(),
+            bundle: Some(bundle_to_proto(&self.shared.bundle())),
+        })
+    }
+}
+
+/// Sends challenges down the response stream and reads the answers.
+struct StreamChallenger<'a> {
+    inbound: &'a mut Streaming<pb::AttestAgentRequest>,
+    out: &'a mpsc::Sender<Result<pb::AttestAgentResponse, Status>>,
+}
+
+#[async_trait::async_trait]
+impl Challenger for StreamChallenger<'_> {
+    async fn challenge(&mut self, challenge: Vec<u8>) -> Result<Vec<u8>, AttestError> {
+        let msg =
+            pb::AttestAgentResponse { step: Some(pb::attest_agent_response::Step::Challenge(challenge)) };
+        self.out.send(Ok(msg)).await.map_err(|_| AttestError::Malformed("agent went away".into()))?;
+        let answer = tokio::time::timeout(CHALLENGE_TIMEOUT, self.inbound.message())
+            .await
+            .map_err(|_| AttestError::Rejected("no answer to the attestation challenge in time".into()))?
+            .map_err(|e| AttestError::Malformed(format!("reading challenge response: {}", e.message())))?
+            .ok_or_else(|| {
+                AttestError::Malformed("stream closed before the challenge was answered".into())
+            })?;
+        match answer.step {
+            Some(pb::attest_agent_request::Step::ChallengeResponse(r)) => Ok(r),
+            _ => Err(AttestError::Malformed("expected a challenge response".into())),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Node for NodeService {
+    type AttestAgentStream = BoxStream<pb::AttestAgentResponse>;
+    type WatchAuthorizedStream = BoxStream<pb::WatchAuthorizedResponse>;
+
+    async fn attest_agent(
+        &self,
+        request: Request<Streaming<pb::AttestAgentRequest>>,
+    ) -> Result<Response<Self::AttestAgentStream>, Status> {
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let result = this.attest_flow(inbound, tx.clone()).await;
+            let msg = result
+                .map(|r| pb::AttestAgentResponse { step: Some(pb::attest_agent_response::Step::Result(r)) });
+            let _ = tx.send(msg).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn renew_agent(
+        &self,
+        request: Request<pb::RenewAgentRequest>,
+    ) -> Result<Response<pb::RenewAgentResponse>, Status> {
+        let agent = self.authenticate(&request)?;
+        let svid = self.mint_agent_svid(&agent.spiffe_id, &request.into_inner().csr)?;
+        let wire = self.record_agent(agent, &svid).await?;
+        Ok(Response::new(pb::RenewAgentResponse { svid: Some(wire) }))
+    }
+
+    async fn batch_mint_x509_svids(
+        &self,
+        request: Request<pb::BatchMintX509SvidsRequest>,
+    ) -> Result<Response<pb::BatchMintX509SvidsResponse>, Status> {
+        let agent = self.authenticate(&request)?;
+        let params = request.into_inner().params;
+        let max = self.shared.cfg.raw.limits.max_batch;
+        if params.len() > max {
+            return Err(Status::invalid_argument(format!(
+                "{} CSRs in one batch; at most {max} are allowed",
+                params.len()
+            )));
+        }
+        let idx = self.shared.entries();
+        let allowed = idx.authorized(&agent, &self.shared.server_id, self.shared.now());
+        let results = params
+            .into_iter()
+            .map(|p| {
+                let outcome = allowed
+                    .iter()
+                    .find(|e| e.id.0 == p.entry_id)
+                    .ok_or_else(|| {
+                        Status::permission_denied(format!(
+                            "agent {} is not authorized for entry {:?}",
+                            agent.spiffe_id, p.entry_id
+                        ))
+                    })
+                    .and_then(|e| self.mint_x509(e, &p.csr));
+                match outcome {
+                    Ok(svid) => {
+                        pb::X509SvidResult { entry_id: p.entry_id, svid: Some(svid), ..Default::default() }
+                    }
+                    Err(s) => pb::X509SvidResult {
+                        entry_id: p.entry_id,
+                        svid: None,
+                        error_code: s.code() as i32,
+                        error_message: s.message().to_owned(),
+                    },
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::BatchMintX509SvidsResponse { results }))
+    }
+
+    async fn mint_jwt_svid(
+        &self,
+        request: Request<pb::MintJwtSvidRequest>,
+    ) -> Result<Response<pb::MintJwtSvidResponse>, Status> {
+        let agent = self.authenticate(&request)?;
+        let req = request.into_inner();
+        let entry = self.authorized_entry(&agent, &req.entry_id)?;
+        let ttl = match (u64::try_from(req.ttl).unwrap_or(0), entry.jwt_svid_ttl) {
+            (0, e) => ttl_of(e),
+            (r, 0) => Some(Duration::from_secs(r).min(self.shared.cfg.raw.svid.jwt_ttl)),
+            (r, e) => Some(Duration::from_secs(r.min(u64::from(e)))),
+        };
+        let started = Instant::now();
+        let svid = self
+            .shared
+            .ca
+            .mint_jwt_svid(&JwtSvidRequest {
+                spiffe_id: &entry.spiffe_id,
+                audience: &req.audience,
+                ttl,
+                extra_claims: None,
+            })
+            .map_err(|e| {
+                self.shared.metrics.issue_failures.with_label_values(&["jwt", "ca"]).inc();
+                ca_status(e)
+            })?;
+        self.shared.metrics.issued.with_label_values(&["jwt"]).inc();
+        self.shared.metrics.latency.with_label_values(&["jwt"]).observe(started.elapsed().as_secs_f64());
+        Ok(Response::new(pb::MintJwtSvidResponse { svid: Some(jwt_to_proto(&svid, &entry.hint)) }))
+    }
+
+    async fn watch_authorized(
+        &self,
+        request: Request<pb::WatchAuthorizedRequest>,
+    ) -> Result<Response<Self::WatchAuthorizedStream>, Status> {
+        let agent = self.authenticate(&request)?;
+        let this = self.clone();
+        let mut changes = self.shared.subscribe();
+        let (tx, rx) = mpsc::channel(2);
+        tokio::spawn(async move {
+            let mut last: Option<pb::WatchAuthorizedResponse> = None;
+            loop {
+                changes.borrow_and_update();
+                match this.watch_state(&agent.spiffe_id) {
+                    Ok(state) => {
+                        if last.as_ref() != Some(&state) {
+                            if tx.send(Ok(state.clone())).await.is_err() {
+                                return;
+                            }
+                            last = Some(state);
+                        }
+                    }
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                }
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return },
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

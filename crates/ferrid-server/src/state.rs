@@ -1,0 +1,314 @@
+//! The server's shared state: the CA, the datastore, an in-memory index of entries and
+//! agents (written through to the datastore, so reads on the issuance path never touch
+//! the disk), and a change counter that wakes every entry watch.
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use ferrid_attest::Registry;
+use ferrid_ca::{Authority, TrustBundle};
+use ferrid_store::{EntryFilter, Store, StoreError};
+use ferrid_types::{AgentRecord, Clock, EntryId, RegistrationEntry, SelectorSet, SpiffeId, TrustDomain};
+use tokio::sync::{Mutex, watch};
+
+use crate::config::ValidatedConfig;
+use crate::metrics::Metrics;
+
+/// All entries, indexed for the authorization walk.
+#[derive(Debug, Default)]
+pub(crate) struct EntryIndex {
+    pub(crate) by_id: HashMap<EntryId, Arc<RegistrationEntry>>,
+    by_parent: HashMap<SpiffeId, Vec<EntryId>>,
+}
+
+impl EntryIndex {
+    fn build(entries: Vec<RegistrationEntry>) -> Self {
+        let mut idx = Self::default();
+        for e in entries {
+            idx.insert(e);
+        }
+        idx
+    }
+
+    fn insert(&mut self, e: RegistrationEntry) {
+        self.by_parent.entry(e.parent_id.clone()).or_default().push(e.id.clone());
+        self.by_id.insert(e.id.clone(), Arc::new(e));
+    }
+
+    fn remove(&mut self, id: &EntryId) {
+        if let Some(old) = self.by_id.remove(id)
+            && let Some(children) = self.by_parent.get_mut(&old.parent_id)
+        {
+            children.retain(|c| c != id);
+            if children.is_empty() {
+                self.by_parent.remove(&old.parent_id);
+            }
+        }
+    }
+
+    fn children(&self, parent: &SpiffeId) -> impl Iterator<Item = &Arc<RegistrationEntry>> {
+        self.by_parent.get(parent).into_iter().flatten().filter_map(|id| self.by_id.get(id))
+    }
+
+    /// The entries an agent may serve at `now`: those parented to the agent itself and
+    /// those parented to a node alias (an entry parented to the server) whose selectors
+    /// the agent's node selectors all satisfy. Sorted by entry ID.
+    pub(crate) fn authorized(
+        &self,
+        agent: &AgentRecord,
+        server_id: &SpiffeId,
+        now: i64,
+    ) -> Vec<Arc<RegistrationEntry>> {
+        let node: SelectorSet = agent.selectors.iter().cloned().collect();
+        let mut parents = vec![agent.spiffe_id.clone()];
+        parents.extend(
+            self.children(server_id)
+                .filter(|alias| !alias.is_expired(now) && node.satisfies(&alias.selectors))
+                .map(|alias| alias.spiffe_id.clone()),
+        );
+        let mut out: Vec<_> =
+            parents.iter().flat_map(|p| self.children(p)).filter(|e| !e.is_expired(now)).cloned().collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out.dedup_by(|a, b| a.id == b.id);
+        out
+    }
+}
+
+/// State shared by every service and background task.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) cfg: ValidatedConfig,
+    pub(crate) td: TrustDomain,
+    pub(crate) server_id: SpiffeId,
+    pub(crate) ca: Authority,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) attestors: Registry,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) metrics: Metrics,
+    entries: ArcSwap<EntryIndex>,
+    agents: ArcSwap<HashMap<SpiffeId, AgentRecord>>,
+    /// Serialises writers so the in-memory index follows the datastore's order.
+    write_lock: Mutex<()>,
+    changes: watch::Sender<u64>,
+    pub(crate) ready: AtomicBool,
+    pub(crate) tls: ArcSwap<rustls::ServerConfig>,
+}
+
+impl Shared {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn load(
+        cfg: ValidatedConfig,
+        ca: Authority,
+        store: Arc<dyn Store>,
+        attestors: Registry,
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+        tls: rustls::ServerConfig,
+    ) -> Result<Self, StoreError> {
+        let entries = store.list_entries(&EntryFilter::default()).await?;
+        let agents = store.list_agents().await?;
+        tracing::info!(entries = entries.len(), agents = agents.len(), "loaded datastore");
+        let td = cfg.trust_domain.clone();
+        Ok(Self {
+            server_id: ferrid_types::server_id(&td),
+            td,
+            cfg,
+            ca,
+            store,
+            attestors,
+            clock,
+            metrics,
+            entries: ArcSwap::from_pointee(EntryIndex::build(entries)),
+            agents: ArcSwap::from_pointee(agents.into_iter().map(|a| (a.spiffe_id.clone(), a)).collect()),
+            write_lock: Mutex::new(()),
+            changes: watch::channel(0).0,
+            ready: AtomicBool::new(false),
+            tls: ArcSwap::from_pointee(tls),
+        })
+    }
+
+    /// The current entry index.
+    pub(crate) fn entries(&self) -> Arc<EntryIndex> {
+        self.entries.load_full()
+    }
+
+    /// A cached agent record.
+    pub(crate) fn agent(&self, id: &SpiffeId) -> Option<AgentRecord> {
+        self.agents.load().get(id).cloned()
+    }
+
+    /// Subscribes to change notifications (entries, agents or bundle).
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Wakes every watcher.
+    pub(crate) fn notify(&self) {
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        self.clock.unix()
+    }
+
+    pub(crate) fn bundle(&self) -> TrustBundle {
+        self.ca.bundle()
+    }
+
+    pub(crate) fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Creates an entry in the datastore, then in the index, then wakes watchers.
+    pub(crate) async fn create_entry(&self, e: RegistrationEntry) -> Result<RegistrationEntry, StoreError> {
+        let _w = self.write_lock.lock().await;
+        let saved = self.store.create_entry(&e).await?;
+        self.update_index(|idx| idx.insert(saved.clone()));
+        self.notify();
+        Ok(saved)
+    }
+
+    /// Updates an entry (optimistic concurrency on `expected_revision`).
+    pub(crate) async fn update_entry(
+        &self,
+        e: RegistrationEntry,
+        expected_revision: Option<i64>,
+    ) -> Result<RegistrationEntry, StoreError> {
+        let _w = self.write_lock.lock().await;
+        let saved = self.store.update_entry(&e, expected_revision).await?;
+        self.update_index(|idx| {
+            idx.remove(&saved.id);
+            idx.insert(saved.clone());
+        });
+        self.notify();
+        Ok(saved)
+    }
+
+    /// Deletes an entry.
+    pub(crate) async fn delete_entry(&self, id: &EntryId) -> Result<RegistrationEntry, StoreError> {
+        let _w = self.write_lock.lock().await;
+        let gone = self.store.delete_entry(id).await?;
+        self.update_index(|idx| idx.remove(id));
+        self.notify();
+        Ok(gone)
+    }
+
+    fn update_index(&self, f: impl FnOnce(&mut EntryIndex)) {
+        // Copy-on-write: readers keep the snapshot they hold. Entries are shared through
+        // `Arc`, so the copy is of the maps, not of the entries.
+        let cur = self.entries.load_full();
+        let mut next = EntryIndex { by_id: cur.by_id.clone(), by_parent: cur.by_parent.clone() };
+        f(&mut next);
+        self.entries.store(Arc::new(next));
+    }
+
+    /// Writes an agent record through to the datastore and the cache.
+    pub(crate) async fn put_agent(&self, a: AgentRecord) -> Result<(), StoreError> {
+        let _w = self.write_lock.lock().await;
+        self.store.upsert_agent(&a).await?;
+        let mut next = (**self.agents.load()).clone();
+        next.insert(a.spiffe_id.clone(), a);
+        self.agents.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// Bans an agent: its SVID is refused from now on and its watch ends.
+    pub(crate) async fn ban_agent(&self, id: &SpiffeId) -> Result<AgentRecord, StoreError> {
+        let _w = self.write_lock.lock().await;
+        let a = self.store.ban_agent(id).await?;
+        let mut next = (**self.agents.load()).clone();
+        next.insert(a.spiffe_id.clone(), a.clone());
+        self.agents.store(Arc::new(next));
+        self.notify();
+        Ok(a)
+    }
+
+    /// All cached agents, sorted by ID.
+    pub(crate) fn list_agents(&self) -> Vec<AgentRecord> {
+        let mut v: Vec<_> = self.agents.load().values().cloned().collect();
+        v.sort_by(|a, b| a.spiffe_id.cmp(&b.spiffe_id));
+        v
+    }
+
+    /// Persists the CA state after a rotation step.
+    pub(crate) async fn persist_ca(&self) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(&self.ca.state()).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.store.put_ca_state(&json).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn id(s: &str) -> SpiffeId {
+        SpiffeId::new(s).unwrap()
+    }
+
+    fn entry(eid: &str, spiffe: &str, parent: &str, sels: &[&str]) -> RegistrationEntry {
+        RegistrationEntry {
+            id: EntryId(eid.into()),
+            spiffe_id: id(spiffe),
+            parent_id: id(parent),
+            selectors: sels.iter().map(|s| s.parse().unwrap()).collect(),
+            x509_svid_ttl: 0,
+            jwt_svid_ttl: 0,
+            dns_names: vec![],
+            hint: String::new(),
+            admin: false,
+            expires_at: 0,
+            metadata: BTreeMap::new(),
+            revision: 1,
+            created_at: 0,
+        }
+    }
+
+    fn agent(spiffe: &str, sels: &[&str]) -> AgentRecord {
+        AgentRecord {
+            spiffe_id: id(spiffe),
+            attestor: "join_token".into(),
+            selectors: sels.iter().map(|s| s.parse().unwrap()).collect(),
+            svid_serial: String::new(),
+            svid_expires_at: 0,
+            can_reattest: false,
+            banned: false,
+            attested_at: 0,
+            last_seen: 0,
+        }
+    }
+
+    #[test]
+    fn authorization_follows_parents_and_node_aliases() {
+        let server = id("spiffe://td/ferrid/server");
+        let a1 = "spiffe://td/ferrid/agent/join_token/a1";
+        let mut expired = entry("e5", "spiffe://td/old", a1, &["unix:uid:1"]);
+        expired.expires_at = 50;
+        let idx = EntryIndex::build(vec![
+            entry("e1", "spiffe://td/web", a1, &["unix:uid:1"]),
+            entry("e2", "spiffe://td/db", "spiffe://td/ferrid/agent/join_token/a2", &["unix:uid:1"]),
+            entry("alias", "spiffe://td/cluster/prod", server.to_string().as_str(), &["join_token:a1"]),
+            entry("e3", "spiffe://td/api", "spiffe://td/cluster/prod", &["unix:uid:2"]),
+            entry("other-alias", "spiffe://td/cluster/dev", server.to_string().as_str(), &["join_token:zz"]),
+            entry("e4", "spiffe://td/devapi", "spiffe://td/cluster/dev", &["unix:uid:2"]),
+            expired,
+        ]);
+        let got: Vec<String> = idx
+            .authorized(&agent(a1, &["join_token:a1"]), &server, 100)
+            .iter()
+            .map(|e| e.id.0.clone())
+            .collect();
+        assert_eq!(got, vec!["e1", "e3"]);
+        let none = idx.authorized(&agent("spiffe://td/ferrid/agent/join_token/a9", &[]), &server, 100);
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn index_remove_drops_parent_links() {
+        let mut idx = EntryIndex::build(vec![entry("e1", "spiffe://td/web", "spiffe://td/p", &["a:b"])]);
+        idx.remove(&EntryId("e1".into()));
+        assert!(idx.by_id.is_empty());
+        assert_eq!(idx.children(&id("spiffe://td/p")).count(), 0);
+    }
+}

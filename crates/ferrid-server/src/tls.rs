@@ -1,0 +1,310 @@
+//! TLS for the node API: the server's certificate (its own SVID, renewed by the
+//! server), client-certificate verification against the current trust bundle (optional
+//! at the TLS layer, because node attestation runs before the agent has an SVID, and
+//! required by every later RPC), and the client side used by agents and the CLI:
+//! the server is authenticated by its SPIFFE ID, not by a host name.
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use ferrid_types::SpiffeId;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+use tonic::transport::server::Connected;
+
+/// The crypto provider used everywhere in Ferrid (aws-lc-rs).
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// What a node-API handler knows about its caller's connection.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// Remote address.
+    pub remote: Option<std::net::SocketAddr>,
+    /// The client's certificate chain, when it presented one (leaf first).
+    pub certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+}
+
+/// A server-side TLS connection that exposes [`PeerInfo`] to tonic handlers.
+#[derive(Debug)]
+pub struct TlsConn(pub tokio_rustls::server::TlsStream<TcpStream>);
+
+impl Connected for TlsConn {
+    type ConnectInfo = PeerInfo;
+    fn connect_info(&self) -> PeerInfo {
+        let (tcp, session) = self.0.get_ref();
+        PeerInfo {
+            remote: tcp.peer_addr().ok(),
+            certs: session
+                .peer_certificates()
+                .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())),
+        }
+    }
+}
+
+/// The admin socket caller's credentials (SO_PEERCRED).
+#[derive(Debug, Clone, Copy)]
+pub struct UdsPeer {
+    /// The caller's user ID.
+    pub uid: Option<u32>,
+    /// The caller's process ID.
+    pub pid: Option<i32>,
+}
+
+/// A Unix-socket connection that exposes [`UdsPeer`] to tonic handlers.
+#[derive(Debug)]
+pub struct UdsConn(pub UnixStream);
+
+impl Connected for UdsConn {
+    type ConnectInfo = UdsPeer;
+    fn connect_info(&self) -> UdsPeer {
+        let cred = self.0.peer_cred().ok();
+        UdsPeer { uid: cred.map(|c| c.uid()), pid: cred.and_then(|c| c.pid()) }
+    }
+}
+
+macro_rules! delegate_io {
+    ($t:ty) => {
+        impl AsyncRead for $t {
+            fn poll_read(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<std::io::Result<()>> {
+                Pin::new(&mut self.0).poll_read(cx, buf)
+            }
+        }
+        impl AsyncWrite for $t {
+            fn poll_write(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<std::io::Result<usize>> {
+                Pin::new(&mut self.0).poll_write(cx, buf)
+            }
+            fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+                Pin::new(&mut self.0).poll_flush(cx)
+            }
+            fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+                Pin::new(&mut self.0).poll_shutdown(cx)
+            }
+            fn poll_write_vectored(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[std::io::IoSlice<'_>],
+            ) -> Poll<std::io::Result<usize>> {
+                Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+            }
+            fn is_write_vectored(&self) -> bool {
+                self.0.is_write_vectored()
+            }
+        }
+    };
+}
+delegate_io!(TlsConn);
+delegate_io!(UdsConn);
+
+/// Errors building TLS configurations.
+#[derive(Debug, thiserror::Error)]
+#[error("tls: {0}")]
+pub struct TlsError(pub String);
+
+fn tls_err(e: impl std::fmt::Display) -> TlsError {
+    TlsError(e.to_string())
+}
+
+fn roots(authorities: &[Vec<u8>]) -> Result<RootCertStore, TlsError> {
+    let mut store = RootCertStore::empty();
+    for der in authorities {
+        store.add(CertificateDer::from(der.clone())).map_err(tls_err)?;
+    }
+    Ok(store)
+}
+
+/// Builds the node API's rustls server configuration: presents `chain`/`key`, accepts
+/// (but does not require) client certificates chaining to `authorities`.
+pub fn server_config(
+    chain: &[Vec<u8>],
+    key_pkcs8: &[u8],
+    authorities: &[Vec<u8>],
+) -> Result<rustls::ServerConfig, TlsError> {
+    let provider = provider();
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(authorities)?), provider.clone())
+            .allow_unauthenticated()
+            .build()
+            .map_err(tls_err)?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(tls_err)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            chain.iter().map(|c| CertificateDer::from(c.clone())).collect(),
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8.to_vec())),
+        )
+        .map_err(tls_err)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(cfg)
+}
+
+/// Builds a client configuration that authenticates the server by its SPIFFE ID and
+/// chain to `authorities`, optionally presenting a client certificate (an agent SVID).
+pub fn client_config(
+    authorities: &[Vec<u8>],
+    expected_server: SpiffeId,
+    client: Option<(&[Vec<u8>], &[u8])>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let provider = provider();
+    let verifier = Arc::new(SpiffeServerVerifier::new(authorities, expected_server, provider.clone())?);
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(tls_err)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut cfg = match client {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(
+                chain.iter().map(|c| CertificateDer::from(c.clone())).collect(),
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.to_vec())),
+            )
+            .map_err(tls_err)?,
+        None => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(cfg)
+}
+
+/// Verifies a server certificate the SPIFFE way: the chain must lead to one of the
+/// trust bundle's authorities, and the leaf's only URI SAN must be the expected ID.
+#[derive(Debug)]
+pub struct SpiffeServerVerifier {
+    anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
+    expected: SpiffeId,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl SpiffeServerVerifier {
+    /// A verifier trusting `authorities` (DER) and expecting `expected`.
+    pub fn new(
+        authorities: &[Vec<u8>],
+        expected: SpiffeId,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<Self, TlsError> {
+        let anchors = authorities
+            .iter()
+            .map(|der| {
+                webpki::anchor_from_trusted_cert(&CertificateDer::from(der.as_slice())).map(|a| a.to_owned())
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(tls_err)?;
+        if anchors.is_empty() {
+            return Err(TlsError("the trust bundle has no X.509 authorities".into()));
+        }
+        Ok(Self { anchors, expected, provider })
+    }
+}
+
+impl ServerCertVerifier for SpiffeServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ee =
+            webpki::EndEntityCert::try_from(end_entity).map_err(|e| rustls::Error::General(e.to_string()))?;
+        ee.verify_for_usage(
+            self.provider.signature_verification_algorithms.all,
+            &self.anchors,
+            intermediates,
+            now,
+            webpki::KeyUsage::server_auth(),
+            None,
+            None,
+        )
+        .map_err(|e| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(Arc::new(
+                e,
+            ))))
+        })?;
+        let id = spiffe_id_of(end_entity.as_ref())
+            .map_err(|e| rustls::Error::General(format!("server certificate: {e}")))?;
+        if id != self.expected {
+            return Err(rustls::Error::General(format!(
+                "server presented SPIFFE ID {id}, expected {}",
+                self.expected
+            )));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Extracts the SPIFFE ID of an X.509-SVID: the certificate must carry exactly one URI
+/// SAN and it must be a valid SPIFFE ID.
+pub fn spiffe_id_of(cert_der: &[u8]) -> Result<SpiffeId, String> {
+    use x509_parser::prelude::*;
+    let (_, cert) =
+        X509Certificate::from_der(cert_der).map_err(|e| format!("unparsable certificate: {e}"))?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| format!("bad subjectAltName: {e}"))?
+        .ok_or("no subjectAltName extension")?;
+    let uris: Vec<&str> = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| if let GeneralName::URI(u) = n { Some(*u) } else { None })
+        .collect();
+    match uris.as_slice() {
+        [one] => SpiffeId::new(one).map_err(|e| format!("URI SAN {one:?} is not a SPIFFE ID: {e}")),
+        [] => Err("no URI SAN".into()),
+        _ => Err(format!("{} URI SANs; an X.509-SVID has exactly one", uris.len())),
+    }
+}
+
+/// Serial number of a certificate as lower-case hex (no leading zero bytes).
+pub fn serial_of(cert_der: &[u8]) -> Result<String, String> {
+    use x509_parser::prelude::*;
+    let (_, cert) =
+        X509Certificate::from_der(cert_der).map_err(|e| format!("unparsable certificate: {e}"))?;
+    Ok(hex::encode(cert.raw_serial()).trim_start_matches("00").to_owned())
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every check Ferrid's CI runs: formatting, clippy with warnings denied, and the
+# whole test suite (unit, contract and end-to-end tests against the real binary).
+# Needs only the Rust toolchain; everything else is fetched by cargo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "==> rustfmt"
+cargo fmt --all -- --check
+
+echo "==> clippy (-D warnings)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "==> tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+  # nextest does not run doctests.
+  cargo test --workspace --locked --doc
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
