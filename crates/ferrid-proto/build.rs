@@ -2,7 +2,12 @@
 //! needs no system `protoc`.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["ferrid/types/v1/types.proto", "ferrid/node/v1/node.proto", "ferrid/admin/v1/admin.proto"];
+    let files = [
+        "ferrid/types/v1/types.proto",
+        "ferrid/node/v1/node.proto",
+        "ferrid/admin/v1/admin.proto",
+        "spiffe/workload/workload.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }

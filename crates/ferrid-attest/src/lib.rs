@@ -60,6 +60,29 @@ pub trait NodeAttestor: Send + Sync + std::fmt::Debug {
     ) -> Result<Attested, AttestError>;
 }
 
+/// The kernel-reported credentials of a process connected to the agent's socket
+/// (`SO_PEERCRED`), the starting point of workload attestation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCredentials {
+    /// Process ID.
+    pub pid: i32,
+    /// Effective user ID at connect time.
+    pub uid: u32,
+    /// Effective group ID at connect time.
+    pub gid: u32,
+}
+
+/// A workload attestor, hosted by the agent: turns a caller's credentials into
+/// selector values (the host prefixes them with [`WorkloadAttestor::name`]).
+#[async_trait::async_trait]
+pub trait WorkloadAttestor: Send + Sync + std::fmt::Debug {
+    /// The attestor's name, e.g. `unix`: the selector type.
+    fn name(&self) -> &'static str;
+
+    /// Selector values for the process behind `peer`.
+    async fn attest(&self, peer: PeerCredentials) -> Result<Vec<String>, AttestError>;
+}
+
 /// Why attestation failed. Messages never contain secrets from the evidence.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]

@@ -27,6 +27,11 @@ pub mod admin {
     }
 }
 
+/// The SPIFFE Workload API (`SpiffeWorkloadAPI`, no protobuf package).
+pub mod workload {
+    tonic::include_proto!("_");
+}
+
 mod convert;
 pub use convert::{
     ConvertError, agent_to_proto, entry_from_proto, entry_to_proto, selector_from_proto, selector_to_proto,

@@ -65,7 +65,7 @@ impl AdminService {
         Ok(entry)
     }
 
-    fn x509_ttl(&self, secs: i32) -> Result<Option<Duration>, Status> {
+    fn requested_ttl(&self, secs: i32) -> Result<Option<Duration>, Status> {
         match u64::try_from(secs) {
             Ok(0) => Ok(None),
             Ok(s) => Ok(Some(Duration::from_secs(s))),
@@ -237,7 +237,7 @@ impl Admin for AdminService {
         self.authorize(&request)?;
         let r = request.into_inner();
         let id = self.in_domain(parse_id("spiffe_id", &r.spiffe_id)?)?;
-        let ttl = self.x509_ttl(r.ttl)?;
+        let ttl = self.requested_ttl(r.ttl)?;
         let (key, csr) = if r.csr.is_empty() {
             let (key, csr) =
                 ferrid_ca::generate_key_and_csr(self.shared.ca.config().key_algorithm, Some(&id))
@@ -267,7 +267,7 @@ impl Admin for AdminService {
         self.authorize(&request)?;
         let r = request.into_inner();
         let id = self.in_domain(parse_id("spiffe_id", &r.spiffe_id)?)?;
-        let ttl = self.x509_ttl(r.ttl)?;
+        let ttl = self.requested_ttl(r.ttl)?;
         let svid = self
             .shared
             .ca

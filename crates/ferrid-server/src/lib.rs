@@ -7,14 +7,20 @@
 #![forbid(unsafe_code)]
 
 mod admin;
-pub mod client;
 pub mod config;
 mod error;
 mod health;
 mod metrics;
 mod node;
 mod state;
-pub mod tls;
+
+/// TLS helpers (re-exported from `ferrid-tls`).
+pub use ferrid_tls as tls;
+
+/// Connecting to a node API (re-exported from `ferrid-tls`).
+pub mod client {
+    pub use ferrid_tls::node_channel;
+}
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;

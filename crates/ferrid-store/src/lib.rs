@@ -130,12 +130,10 @@ impl SqliteStore {
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
-            {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                    .map_err(|e| StoreError::Backend(format!("restricting {}: {e}", dir.display())))?;
-            }
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| StoreError::Backend(format!("restricting {}: {e}", dir.display())))?;
         }
         let opts = SqliteConnectOptions::new()
             .filename(path)

@@ -30,9 +30,8 @@ enum Command {
     /// Manage join tokens.
     #[command(subcommand)]
     Token(TokenCmd),
-    /// Inspect and evict attested agents.
-    #[command(subcommand)]
-    Agent(AgentCmd),
+    /// Run the node agent (`--config`), use its Workload API, or manage agents.
+    Agent(AgentArgs),
     /// Show the trust bundle.
     #[command(subcommand)]
     Bundle(BundleCmd),
@@ -161,9 +160,30 @@ enum TokenCmd {
     },
 }
 
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct AgentArgs {
+    /// Run the agent with this configuration file.
+    #[arg(long, short, env = "FERRID_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Option<AgentCmd>,
+}
+
 #[derive(Debug, Subcommand)]
 enum AgentCmd {
-    /// List attested agents.
+    /// Fetch SVIDs from the local agent's Workload API.
+    #[command(subcommand)]
+    Fetch(crate::agent_cmd::FetchCmd),
+    /// Validate credentials through the local agent.
+    #[command(subcommand)]
+    Validate(crate::agent_cmd::ValidateCmd),
+    /// Check that the local agent's Workload API answers.
+    Healthcheck {
+        #[command(flatten)]
+        wl: crate::agent_cmd::WorkloadArgs,
+    },
+    /// List agents attested to the server.
     List {
         #[command(flatten)]
         admin: AdminArgs,
@@ -324,7 +344,18 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<()> {
             output::join_token(admin.output, &r);
             Ok(())
         }
-        Command::Agent(cmd) => agent(cmd).await,
+        Command::Agent(AgentArgs { config: Some(config), cmd: None }) => crate::agent_cmd::run(&config).await,
+        Command::Agent(AgentArgs { cmd: Some(AgentCmd::Fetch(f)), .. }) => crate::agent_cmd::fetch(f).await,
+        Command::Agent(AgentArgs { cmd: Some(AgentCmd::Validate(v)), .. }) => {
+            crate::agent_cmd::validate(v).await
+        }
+        Command::Agent(AgentArgs { cmd: Some(AgentCmd::Healthcheck { wl }), .. }) => {
+            crate::agent_cmd::healthcheck(wl).await
+        }
+        Command::Agent(AgentArgs { cmd: Some(cmd), .. }) => agent(cmd).await,
+        Command::Agent(AgentArgs { config: None, cmd: None }) => {
+            bail!("`ferrid agent` needs --config FILE to run the agent, or a subcommand (see --help)")
+        }
         Command::Bundle(BundleCmd::Show { format, admin }) => {
             let mut c = connect(&admin.admin_socket).await?;
             let b = c.get_bundle(pb::GetBundleRequest {}).await.map_err(status_err)?.into_inner();
@@ -433,6 +464,9 @@ async fn agent(cmd: AgentCmd) -> Result<()> {
             let mut c = connect(&admin.admin_socket).await?;
             let a = c.get_agent(pb::GetAgentRequest { spiffe_id }).await.map_err(status_err)?.into_inner();
             output::agents(admin.output, &[a]);
+        }
+        AgentCmd::Fetch(_) | AgentCmd::Validate(_) | AgentCmd::Healthcheck { .. } => {
+            unreachable!("dispatched before")
         }
         AgentCmd::Evict { spiffe_id, admin } => {
             let mut c = connect(&admin.admin_socket).await?;

@@ -1,13 +1,17 @@
-//! `ferrid dev`: a server on a throwaway data directory with loopback listeners, and
-//! the `export` lines that make every later CLI command find it.
+//! `ferrid dev`: a server and an agent on a throwaway data directory, loopback only,
+//! with a join token, a bootstrap bundle and an entry for the calling user already in
+//! place, and the `export` lines that make every later command find them.
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use ferrid_proto::admin::v1 as pb;
+use ferrid_proto::types::v1 as tpb;
 use ferrid_server::ServerConfig;
 use ferrid_types::SystemClock;
 
+use crate::admin_client::{connect, status_err};
 use crate::server_cmd::{init_logging, shutdown_signal};
 
 /// Options for `ferrid dev`.
@@ -30,7 +34,7 @@ pub(crate) struct DevArgs {
     log_level: String,
 }
 
-/// Runs the dev server until Ctrl-C.
+/// Runs the dev server and agent until Ctrl-C.
 pub(crate) async fn run(args: DevArgs) -> Result<()> {
     init_logging(&args.log_level, "text")?;
     let (dir, _guard) = match args.data_dir {
@@ -47,28 +51,67 @@ pub(crate) async fn run(args: DevArgs) -> Result<()> {
     let toml = format!(
         "trust_domain = {td:?}\ndata_dir = {dd:?}\nbind_address = {ba:?}\nhealth_address = {ha:?}\nadmin_socket = {sock:?}\n",
         td = args.trust_domain,
-        dd = dir.display().to_string(),
+        dd = dir.join("server").display().to_string(),
         ba = args.bind_address,
         ha = args.health_address,
         sock = admin_socket.display().to_string(),
     );
     let cfg = ServerConfig::parse(&toml)?;
-    let handle = ferrid_server::start(cfg, Arc::new(SystemClock)).await.context("starting the dev server")?;
+    let td = cfg.trust_domain.clone();
+    let server = ferrid_server::start(cfg, Arc::new(SystemClock)).await.context("starting the dev server")?;
+
+    // Enrol an agent: a join token, the bundle to trust the server with, and an entry
+    // that gives processes of the calling user an identity.
+    let mut admin = connect(&server.admin_socket).await?;
+    let token = admin
+        .create_join_token(pb::CreateJoinTokenRequest { ttl: 0 })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    let bundle = admin.get_bundle(pb::GetBundleRequest {}).await.map_err(status_err)?.into_inner();
+    let bundle_file = dir.join("bootstrap-bundle.pem");
+    std::fs::write(&bundle_file, crate::output::bundle_pem(&bundle))?;
+    let uid = nix::unistd::getuid().as_raw();
+    let workload_id = format!("spiffe://{td}/dev/uid-{uid}");
+    let entry = tpb::Entry {
+        spiffe_id: workload_id.clone(),
+        parent_id: token.agent_id.clone(),
+        selectors: vec![tpb::Selector { r#type: "unix".into(), value: format!("uid:{uid}") }],
+        ..Default::default()
+    };
+    admin.create_entry(pb::CreateEntryRequest { entry: Some(entry) }).await.map_err(status_err)?;
+
+    let socket = dir.join("api.sock");
+    let agent_toml = format!(
+        "trust_domain = {td:?}\nserver_address = {sa:?}\ndata_dir = {dd:?}\nsocket_path = {sp:?}\njoin_token = {jt:?}\ntrust_bundle_file = {bf:?}\n",
+        td = td.to_string(),
+        sa = server.node_addr.to_string(),
+        dd = dir.join("agent").display().to_string(),
+        sp = socket.display().to_string(),
+        jt = token.token,
+        bf = bundle_file.display().to_string(),
+    );
+    let (agent_cfg, agent_td) = ferrid_agent::AgentConfig::parse(&agent_toml)?;
+    let agent = ferrid_agent::start(agent_cfg, agent_td, Arc::new(SystemClock))
+        .await
+        .context("starting the dev agent")?;
+
     println!();
-    println!("Ferrid dev server is running (trust domain {}). Data: {}", args.trust_domain, dir.display());
-    println!("Paste these into another shell to point the CLI at it:");
+    println!("Ferrid dev server and agent are running (trust domain {td}). Data: {}", dir.display());
+    println!("Processes of uid {uid} get {workload_id}.");
+    println!("Paste these into another shell:");
     println!();
-    println!("    export FERRID_ADMIN_SOCKET={}", handle.admin_socket.display());
+    println!("    export FERRID_ADMIN_SOCKET={}", server.admin_socket.display());
+    println!("    export SPIFFE_ENDPOINT_SOCKET=unix://{}", agent.socket_path.display());
     println!(
         "    export FERRID_HEALTH_ADDRESS={}",
-        handle.health_addr.map(|a| a.to_string()).unwrap_or_default()
+        server.health_addr.map(|a| a.to_string()).unwrap_or_default()
     );
     println!();
-    println!(
-        "Then try: ferrid token generate; ferrid entry list; ferrid bundle show; ferrid x509 mint --spiffe-id spiffe://{}/demo --out-dir /tmp/demo",
-        args.trust_domain
-    );
+    println!("Then try: ferrid agent fetch x509; ferrid agent fetch jwt --audience demo; ferrid entry list");
     println!("Press Ctrl-C to stop.");
-    handle.run_until(shutdown_signal()).await;
+    shutdown_signal().await;
+    agent.shutdown().await;
+    server.shutdown().await;
     Ok(())
 }

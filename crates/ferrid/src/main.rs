@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod admin_client;
+mod agent_cmd;
 mod cli;
 mod dev;
 mod output;

@@ -153,7 +153,7 @@ pub(crate) fn write_x509(dir: &Path, r: &pb::MintX509SvidResponse) -> Result<()>
     Ok(())
 }
 
-fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)

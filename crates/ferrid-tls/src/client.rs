@@ -6,7 +6,7 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tonic::transport::{Channel, Endpoint};
 
-/// Opens a gRPC channel to `addr` (host:port) with `tls` (see [`crate::tls::client_config`]).
+/// Opens a gRPC channel to `addr` (host:port) with `tls` (see [`crate::client_config`]).
 pub async fn node_channel(addr: &str, tls: rustls::ClientConfig) -> Result<Channel, tonic::transport::Error> {
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
     let target = addr.to_owned();

@@ -1,0 +1,372 @@
+//! The SPIFFE Workload API on a Unix socket.
+//!
+//! Every call must carry the `workload.spiffe.io: true` metadata (`InvalidArgument`
+//! otherwise). The caller is identified from the socket's peer credentials by the
+//! `unix` workload attestor; entries whose selectors are all attested decide its
+//! identities (`PermissionDenied` when none do). While the agent is starting every call
+//! gets `Unavailable`. Streams send the full state at once and again on every change.
+use std::collections::{BTreeMap, HashSet};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use ferrid_attest::{PeerCredentials, WorkloadAttestor};
+use ferrid_proto::node::v1 as npb;
+use ferrid_proto::workload::{self as wpb, spiffe_workload_api_server::SpiffeWorkloadApi};
+use ferrid_tls::{UdsConn, UdsPeer};
+use ferrid_types::{RegistrationEntry, Selector, SelectorSet};
+use futures::Stream;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tonic::{Request, Response, Status};
+
+use crate::{AgentError, Shared, io_err};
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The Workload API service.
+#[derive(Clone)]
+pub(crate) struct WorkloadService {
+    shared: Arc<Shared>,
+}
+
+/// Binds the socket (world-connectable: the caller's identity comes from attestation,
+/// not from file permissions) and serves until `stop`.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    path: &Path,
+    mut stop: watch::Receiver<bool>,
+    tasks: &mut JoinSet<()>,
+) -> Result<(), AgentError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    }
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(AgentError::Other(format!("another agent is already serving {}", path.display())));
+        }
+        std::fs::remove_file(path).map_err(io_err(format!("removing stale {}", path.display())))?;
+    }
+    let listener =
+        tokio::net::UnixListener::bind(path).map_err(io_err(format!("binding {}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))
+        .map_err(io_err("socket permissions"))?;
+    let svc = wpb::spiffe_workload_api_server::SpiffeWorkloadApiServer::new(WorkloadService { shared })
+        .max_decoding_message_size(64 * 1024);
+    let incoming = UnixListenerStream::new(listener).map(|r| r.map(UdsConn));
+    tasks.spawn(async move {
+        let r = tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop.changed().await;
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "Workload API stopped");
+        }
+    });
+    Ok(())
+}
+
+fn check_header<T>(req: &Request<T>) -> Result<(), Status> {
+    match req.metadata().get("workload.spiffe.io").and_then(|v| v.to_str().ok()) {
+        Some("true") => Ok(()),
+        _ => Err(Status::invalid_argument("security header missing from request (workload.spiffe.io: true)")),
+    }
+}
+
+fn td_key(shared: &Shared) -> String {
+    shared.td.id_string()
+}
+
+impl WorkloadService {
+    fn ready(&self) -> Result<(), Status> {
+        if self.shared.is_ready() {
+            Ok(())
+        } else {
+            Err(Status::unavailable("the agent is starting; retry shortly"))
+        }
+    }
+
+    /// Attests the caller into its selectors.
+    async fn identify<T>(&self, req: &Request<T>) -> Result<SelectorSet, Status> {
+        let peer =
+            req.extensions().get::<UdsPeer>().copied().unwrap_or(UdsPeer { uid: None, gid: None, pid: None });
+        let (Some(pid), Some(uid), Some(gid)) = (peer.pid, peer.uid, peer.gid) else {
+            return Err(Status::internal("the caller's credentials are not available"));
+        };
+        let values = self.shared.attestor.attest(PeerCredentials { pid, uid, gid }).await.map_err(|e| {
+            tracing::warn!(pid, uid, error = %e, "workload attestation failed");
+            Status::permission_denied(format!("workload attestation failed: {e}"))
+        })?;
+        Ok(values.into_iter().filter_map(|v| Selector::new(self.shared.attestor.name(), v).ok()).collect())
+    }
+
+    fn matching(&self, sels: &SelectorSet) -> Vec<RegistrationEntry> {
+        self.shared.entries.load().iter().filter(|e| sels.satisfies(&e.selectors)).cloned().collect()
+    }
+
+    fn no_identity() -> Status {
+        Status::permission_denied("no identity issued")
+    }
+
+    /// The X.509-SVID response for entries, or None while none has been minted yet.
+    fn x509_response(&self, entries: &[RegistrationEntry]) -> Option<wpb::X509svidResponse> {
+        let svids = self.shared.svids.load();
+        let bundle = self.shared.bundle.load();
+        let bundle_der: Vec<u8> =
+            bundle.as_ref().as_ref().map(|b| b.x509_authorities.concat()).unwrap_or_default();
+        let mut hints = HashSet::new();
+        let out: Vec<wpb::X509svid> = entries
+            .iter()
+            .filter_map(|e| svids.get(&e.id))
+            // Hints are unique per response: a second SVID with the same hint is left out.
+            .filter(|s| s.hint.is_empty() || hints.insert(s.hint.clone()))
+            .map(|s| wpb::X509svid {
+                spiffe_id: s.spiffe_id.to_string(),
+                x509_svid: s.chain.concat(),
+                x509_svid_key: s.key.to_vec(),
+                bundle: bundle_der.clone(),
+                hint: s.hint.clone(),
+            })
+            .collect();
+        (!out.is_empty()).then(|| wpb::X509svidResponse { svids: out, ..Default::default() })
+    }
+
+    /// Runs `make` now and on every change, sending what it returns when it differs
+    /// from the last message; stops with its error.
+    fn stream<T, F>(&self, make: F) -> BoxStream<T>
+    where
+        T: PartialEq + Clone + Send + 'static,
+        F: Fn(&Self) -> Result<Option<T>, Status> + Send + 'static,
+    {
+        let this = self.clone();
+        let mut changes = self.shared.changes.subscribe();
+        let (tx, rx) = mpsc::channel(2);
+        tokio::spawn(async move {
+            let mut last: Option<T> = None;
+            loop {
+                changes.borrow_and_update();
+                match make(&this) {
+                    Ok(Some(msg)) if last.as_ref() != Some(&msg) => {
+                        if tx.send(Ok(msg.clone())).await.is_err() {
+                            return;
+                        }
+                        last = Some(msg);
+                    }
+                    Ok(_) => {}
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                }
+                tokio::select! {
+                    r = changes.changed() => if r.is_err() { return },
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        Box::pin(ReceiverStream::new(rx))
+    }
+}
+
+fn json_to_prost(v: serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s),
+        serde_json::Value::Array(a) => {
+            Kind::ListValue(prost_types::ListValue { values: a.into_iter().map(json_to_prost).collect() })
+        }
+        serde_json::Value::Object(o) => Kind::StructValue(prost_types::Struct {
+            fields: o.into_iter().map(|(k, v)| (k, json_to_prost(v))).collect::<BTreeMap<_, _>>(),
+        }),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+/// Algorithms a JWT-SVID may be signed with; `none` and HMAC never.
+const ALLOWED_ALGS: [jsonwebtoken::Algorithm; 8] = [
+    jsonwebtoken::Algorithm::ES256,
+    jsonwebtoken::Algorithm::ES384,
+    jsonwebtoken::Algorithm::RS256,
+    jsonwebtoken::Algorithm::RS384,
+    jsonwebtoken::Algorithm::RS512,
+    jsonwebtoken::Algorithm::PS256,
+    jsonwebtoken::Algorithm::PS384,
+    jsonwebtoken::Algorithm::PS512,
+];
+
+/// Validates a JWT-SVID against the bundle's JWT keys for `audience`.
+pub(crate) fn validate_jwt(
+    bundle: &ferrid_ca::TrustBundle,
+    audience: &str,
+    token: &str,
+) -> Result<(String, serde_json::Map<String, serde_json::Value>), String> {
+    if token.len() > 16 * 1024 {
+        return Err("token is larger than 16 KiB".into());
+    }
+    let header = jsonwebtoken::decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
+    if !ALLOWED_ALGS.contains(&header.alg) {
+        return Err(format!("algorithm {:?} is not allowed", header.alg));
+    }
+    let kid = header.kid.ok_or("token has no kid")?;
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_str(&bundle.jwt_jwks_json()).map_err(|e| format!("bundle: {e}"))?;
+    let jwk = jwks.find(&kid).ok_or_else(|| format!("key {kid:?} is not in the trust bundle"))?;
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).map_err(|e| format!("bundle key {kid:?}: {e}"))?;
+    let mut v = jsonwebtoken::Validation::new(header.alg);
+    v.set_audience(&[audience]);
+    v.set_required_spec_claims(&["exp", "aud", "sub"]);
+    v.leeway = 0;
+    let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key, &v)
+        .map_err(|e| format!("invalid token: {e}"))?;
+    let sub = data.claims.get("sub").and_then(|s| s.as_str()).ok_or("token has no sub")?;
+    let id = ferrid_types::SpiffeId::new(sub).map_err(|e| format!("sub {sub:?} is not a SPIFFE ID: {e}"))?;
+    if !id.is_member_of(&bundle.trust_domain) {
+        return Err(format!("sub {id} is not in trust domain {}", bundle.trust_domain));
+    }
+    Ok((id.to_string(), data.claims))
+}
+
+#[tonic::async_trait]
+impl SpiffeWorkloadApi for WorkloadService {
+    type FetchX509SVIDStream = BoxStream<wpb::X509svidResponse>;
+    type FetchX509BundlesStream = BoxStream<wpb::X509BundlesResponse>;
+    type FetchJWTBundlesStream = BoxStream<wpb::JwtBundlesResponse>;
+
+    async fn fetch_x509svid(
+        &self,
+        request: Request<wpb::X509svidRequest>,
+    ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+        check_header(&request)?;
+        self.ready()?;
+        let sels = self.identify(&request).await?;
+        if self.matching(&sels).is_empty() {
+            return Err(Self::no_identity());
+        }
+        Ok(Response::new(self.stream(move |this| {
+            this.ready()?;
+            let entries = this.matching(&sels);
+            if entries.is_empty() {
+                return Err(Self::no_identity());
+            }
+            Ok(this.x509_response(&entries))
+        })))
+    }
+
+    async fn fetch_x509_bundles(
+        &self,
+        request: Request<wpb::X509BundlesRequest>,
+    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+        check_header(&request)?;
+        self.ready()?;
+        let sels = self.identify(&request).await?;
+        if self.matching(&sels).is_empty() {
+            return Err(Self::no_identity());
+        }
+        Ok(Response::new(self.stream(|this| {
+            let b = this.shared.bundle.load();
+            Ok(b.as_ref().as_ref().map(|b| wpb::X509BundlesResponse {
+                crl: vec![],
+                bundles: [(td_key(&this.shared), b.x509_authorities.concat())].into_iter().collect(),
+            }))
+        })))
+    }
+
+    async fn fetch_jwtsvid(
+        &self,
+        request: Request<wpb::JwtsvidRequest>,
+    ) -> Result<Response<wpb::JwtsvidResponse>, Status> {
+        check_header(&request)?;
+        self.ready()?;
+        let sels = self.identify(&request).await?;
+        let req = request.into_inner();
+        if req.audience.is_empty() || req.audience.iter().any(String::is_empty) {
+            return Err(Status::invalid_argument("audience must be specified"));
+        }
+        let mut entries = self.matching(&sels);
+        if !req.spiffe_id.is_empty() {
+            entries.retain(|e| e.spiffe_id.to_string() == req.spiffe_id);
+        }
+        if entries.is_empty() {
+            return Err(Self::no_identity());
+        }
+        let client = self.shared.node.load_full();
+        let Some(client) = client.as_ref().as_ref() else {
+            return Err(Status::unavailable("the agent cannot reach the server to mint a JWT-SVID"));
+        };
+        let mut svids = Vec::new();
+        let mut hints = HashSet::new();
+        for e in entries {
+            if !e.hint.is_empty() && !hints.insert(e.hint.clone()) {
+                continue;
+            }
+            let minted = client
+                .clone()
+                .mint_jwt_svid(npb::MintJwtSvidRequest {
+                    entry_id: e.id.0.clone(),
+                    audience: req.audience.clone(),
+                    ttl: 0,
+                })
+                .await
+                .map_err(|s| {
+                    Status::new(s.code(), format!("minting a JWT-SVID for {}: {}", e.spiffe_id, s.message()))
+                })?
+                .into_inner()
+                .svid
+                .ok_or_else(|| Status::internal("server returned no JWT-SVID"))?;
+            svids.push(wpb::Jwtsvid {
+                spiffe_id: minted.spiffe_id,
+                svid: minted.token,
+                hint: e.hint.clone(),
+            });
+        }
+        Ok(Response::new(wpb::JwtsvidResponse { svids }))
+    }
+
+    async fn fetch_jwt_bundles(
+        &self,
+        request: Request<wpb::JwtBundlesRequest>,
+    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+        check_header(&request)?;
+        self.ready()?;
+        let sels = self.identify(&request).await?;
+        if self.matching(&sels).is_empty() {
+            return Err(Self::no_identity());
+        }
+        Ok(Response::new(self.stream(|this| {
+            let b = this.shared.bundle.load();
+            Ok(b.as_ref().as_ref().map(|b| wpb::JwtBundlesResponse {
+                bundles: [(td_key(&this.shared), b.jwt_jwks_json().into_bytes())].into_iter().collect(),
+            }))
+        })))
+    }
+
+    async fn validate_jwtsvid(
+        &self,
+        request: Request<wpb::ValidateJwtsvidRequest>,
+    ) -> Result<Response<wpb::ValidateJwtsvidResponse>, Status> {
+        check_header(&request)?;
+        self.ready()?;
+        let req = request.into_inner();
+        if req.audience.is_empty() {
+            return Err(Status::invalid_argument("audience must be specified"));
+        }
+        if req.svid.is_empty() {
+            return Err(Status::invalid_argument("svid must be specified"));
+        }
+        let bundle = self.shared.bundle.load_full();
+        let bundle = bundle.as_ref().as_ref().ok_or_else(|| Status::unavailable("no trust bundle yet"))?;
+        let (spiffe_id, claims) =
+            validate_jwt(bundle, &req.audience, &req.svid).map_err(Status::invalid_argument)?;
+        let claims =
+            prost_types::Struct { fields: claims.into_iter().map(|(k, v)| (k, json_to_prost(v))).collect() };
+        Ok(Response::new(wpb::ValidateJwtsvidResponse { spiffe_id, claims: Some(claims) }))
+    }
+}
