@@ -1,114 +1,17 @@
 //! End-to-end: the real `ferrid` binary, started as a process on a temporary data
 //! directory, driven through its admin socket (by the real CLI) and its node API (by a
 //! gRPC client over real TLS sockets), then restarted on the same directory.
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
 
 use ferrid_proto::node::v1::{self as npb, node_client::NodeClient};
 use ferrid_types::{KeyAlgorithm, SpiffeId, TrustDomain};
 use serde_json::Value;
 use tonic::Code;
-
-const TD: &str = "e2e.example.org";
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ferrid")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct Server {
-    child: Child,
-    dir: PathBuf,
-    node: String,
-    health: String,
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Server {
-    fn socket(&self) -> PathBuf {
-        self.dir.join("admin.sock")
-    }
-
-    fn start(dir: &Path) -> Server {
-        let (node, health) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
-        let cfg = dir.join("server.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "trust_domain = \"{TD}\"\ndata_dir = \"{d}/data\"\nbind_address = \"{node}\"\n\
-                 health_address = \"{health}\"\nadmin_socket = \"{d}/admin.sock\"\n[log]\nlevel = \"debug\"\n",
-                d = dir.display()
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new(bin())
-            .args(["server", "--config"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ferrid server");
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = log.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let s = Server { child, dir: dir.to_owned(), node, health, log };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let out = s.cli(&["healthcheck", "--address", &s.health]);
-            if out.status.success() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "server did not become ready: {:?}", s.log.lock().unwrap());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        s
-    }
-
-    fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(bin()).args(args).env("FERRID_ADMIN_SOCKET", self.socket()).output().unwrap()
-    }
-
-    /// Runs a CLI command that must succeed and returns its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert!(
-            out.status.success(),
-            "ferrid {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.extend(["--output", "json"]);
-        serde_json::from_str(&self.ok(&a)).unwrap()
-    }
-
-    fn stop(mut self) {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "server exited with {status}");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
 
 fn bundle_roots(s: &Server) -> Vec<Vec<u8>> {
     let pem_text = s.ok(&["bundle", "show", "--format", "pem"]);

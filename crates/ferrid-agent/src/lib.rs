@@ -108,6 +108,9 @@ impl Shared {
     }
 }
 
+/// How long a graceful shutdown waits for in-flight requests before closing connections.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A running agent.
 pub struct AgentHandle {
     /// The Workload API socket.
@@ -126,7 +129,11 @@ impl AgentHandle {
     /// Stops the agent and removes its socket.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        while self.tasks.join_next().await.is_some() {}
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; closing them");
+            self.tasks.shutdown().await;
+        }
         let _ = std::fs::remove_file(&self.socket_path);
     }
 

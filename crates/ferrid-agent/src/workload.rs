@@ -31,6 +31,9 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 #[derive(Clone)]
 pub(crate) struct WorkloadService {
     shared: Arc<Shared>,
+    /// Flips to `true` on shutdown; open streams end then, so clients reconnect to the
+    /// next agent instead of holding this one open.
+    stop: watch::Receiver<bool>,
 }
 
 /// Binds the socket (world-connectable: the caller's identity comes from attestation,
@@ -54,8 +57,11 @@ pub(crate) async fn serve(
         tokio::net::UnixListener::bind(path).map_err(io_err(format!("binding {}", path.display())))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))
         .map_err(io_err("socket permissions"))?;
-    let svc = wpb::spiffe_workload_api_server::SpiffeWorkloadApiServer::new(WorkloadService { shared })
-        .max_decoding_message_size(64 * 1024);
+    let svc = wpb::spiffe_workload_api_server::SpiffeWorkloadApiServer::new(WorkloadService {
+        shared,
+        stop: stop.clone(),
+    })
+    .max_decoding_message_size(64 * 1024);
     let incoming = UnixListenerStream::new(listener).map(|r| r.map(UdsConn));
     tasks.spawn(async move {
         let r = tonic::transport::Server::builder()
@@ -145,6 +151,7 @@ impl WorkloadService {
     {
         let this = self.clone();
         let mut changes = self.shared.changes.subscribe();
+        let mut stop = self.stop.clone();
         let (tx, rx) = mpsc::channel(2);
         tokio::spawn(async move {
             let mut last: Option<T> = None;
@@ -166,6 +173,10 @@ impl WorkloadService {
                 tokio::select! {
                     r = changes.changed() => if r.is_err() { return },
                     () = tx.closed() => return,
+                    () = async { let _ = stop.wait_for(|s| *s).await; } => {
+                        let _ = tx.send(Err(Status::unavailable("the agent is shutting down"))).await;
+                        return;
+                    }
                 }
             }
         });

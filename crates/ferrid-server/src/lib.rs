@@ -102,7 +102,11 @@ impl ServerHandle {
     /// Stops every listener and background task and waits for them.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        while self.tasks.join_next().await.is_some() {}
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; closing them");
+            self.tasks.shutdown().await;
+        }
         let _ = std::fs::remove_file(&self.admin_socket);
     }
 
@@ -113,6 +117,9 @@ impl ServerHandle {
         self.shutdown().await;
     }
 }
+
+/// How long a graceful shutdown waits for in-flight requests before closing connections.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Join tokens looked up in the datastore.
 #[derive(Debug)]
@@ -264,7 +271,7 @@ pub async fn start(cfg: ValidatedConfig, clock: Arc<dyn Clock>) -> Result<Server
         });
     }
     {
-        let svc = NodeServer::new(node::NodeService { shared: shared.clone() })
+        let svc = NodeServer::new(node::NodeService { shared: shared.clone(), stop: shutdown_rx.clone() })
             .max_decoding_message_size(limit)
             .max_encoding_message_size(usize::MAX);
         let mut stop = shutdown_rx.clone();

@@ -26,6 +26,9 @@ const CHALLENGE_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub(crate) struct NodeService {
     pub(crate) shared: Arc<Shared>,
+    /// Flips to `true` when the server shuts down; open watches end then, so a graceful
+    /// shutdown does not wait for agents to hang up.
+    pub(crate) stop: tokio::sync::watch::Receiver<bool>,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -410,6 +413,7 @@ impl Node for NodeService {
         let agent = self.authenticate(&request)?;
         let this = self.clone();
         let mut changes = self.shared.subscribe();
+        let mut stop = self.stop.clone();
         let (tx, rx) = mpsc::channel(2);
         tokio::spawn(async move {
             let mut last: Option<pb::WatchAuthorizedResponse> = None;
@@ -432,6 +436,10 @@ impl Node for NodeService {
                 tokio::select! {
                     changed = changes.changed() => if changed.is_err() { return },
                     () = tx.closed() => return,
+                    () = async { let _ = stop.wait_for(|s| *s).await; } => {
+                        let _ = tx.send(Err(Status::unavailable("server shutting down"))).await;
+                        return;
+                    }
                 }
             }
         });

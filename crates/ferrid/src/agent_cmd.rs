@@ -114,6 +114,38 @@ fn leaf_expiry(der: &[u8]) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// Keeps `dir` current with the default X.509-SVID, reconnecting (with capped backoff)
+/// when the agent goes away, the way spiffe-helper does for SPIRE.
+async fn watch_x509(mut c: WorkloadApiClient, wl: &WorkloadArgs, dir: &Path) -> Result<()> {
+    eprintln!("Watching for X.509-SVID updates; writing to {} (Ctrl-C to stop)", dir.display());
+    let mut backoff = std::time::Duration::from_millis(200);
+    loop {
+        match c.stream_x509_contexts().await {
+            Ok(mut stream) => {
+                while let Some(next) = stream.next().await {
+                    match next {
+                        Ok(ctx) => {
+                            let id = write_context(dir, &ctx)?;
+                            eprintln!("Wrote SVID for {id} to {}", dir.display());
+                            backoff = std::time::Duration::from_millis(200);
+                        }
+                        Err(e) => {
+                            eprintln!("Workload API stream ended: {e}; reconnecting");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => eprintln!("cannot subscribe to X.509-SVID updates: {e}; retrying in {backoff:?}"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+        if let Ok(fresh) = client(wl).await {
+            c = fresh;
+        }
+    }
+}
+
 /// `ferrid agent fetch …`
 pub(crate) async fn fetch(cmd: FetchCmd) -> Result<()> {
     match cmd {
@@ -121,21 +153,9 @@ pub(crate) async fn fetch(cmd: FetchCmd) -> Result<()> {
             let c = client(&wl).await?;
             if watch {
                 let dir = write.context("--watch needs --write DIR")?;
-                let mut stream =
-                    c.stream_x509_contexts().await.context("subscribing to X.509-SVID updates")?;
-                eprintln!("Watching for X.509-SVID updates; writing to {} (Ctrl-C to stop)", dir.display());
-                loop {
-                    tokio::select! {
-                        next = stream.next() => match next {
-                            Some(Ok(ctx)) => {
-                                let id = write_context(&dir, &ctx)?;
-                                eprintln!("Wrote SVID for {id} to {}", dir.display());
-                            }
-                            Some(Err(e)) => bail!("Workload API stream failed: {e}"),
-                            None => bail!("the Workload API closed the stream"),
-                        },
-                        () = shutdown_signal() => return Ok(()),
-                    }
+                tokio::select! {
+                    r = watch_x509(c, &wl, &dir) => return r,
+                    () = shutdown_signal() => return Ok(()),
                 }
             }
             let ctx = c.fetch_x509_context().await.context("fetching X.509-SVIDs")?;

@@ -155,6 +155,8 @@ pub(crate) fn write_x509(dir: &Path, r: &pb::MintX509SvidResponse) -> Result<()>
 
 pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     let tmp = path.with_extension("tmp");
+    // A leftover temporary file would keep its old mode; start fresh so `mode` holds.
+    let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

@@ -1,0 +1,347 @@
+//! End-to-end: the real `ferrid server` and `ferrid agent` binaries as processes, and a
+//! real SPIFFE client (the `spiffe` crate's `WorkloadApiClient`) on the agent's socket —
+//! the same path every workload takes.
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures::StreamExt;
+use spiffe::WorkloadApiClient;
+
+struct Agent {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+    config: std::path::PathBuf,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Agent {
+    fn start(config: &std::path::Path, socket: &std::path::Path) -> Agent {
+        let (child, log) = spawn_logged(&["agent", "--config", config.to_str().unwrap()], &[]);
+        Agent { child, socket: socket.to_owned(), config: config.to_owned(), log }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin()).args(args).env("SPIFFE_ENDPOINT_SOCKET", self.endpoint()).output().unwrap()
+    }
+
+    fn logs(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+/// Enrols an agent with `server`: a join token, the bootstrap bundle, one entry per
+/// `(name, extra create args)` for this test's uid (hint = name), then starts the agent.
+fn enrol(server: &Server, dir: &std::path::Path, entries: &[(&str, &[&str])]) -> (Agent, String) {
+    let uid = nix::unistd::getuid().as_raw();
+    let tok = server.json(&["token", "generate"]);
+    let agent_id = tok["agent_id"].as_str().unwrap().to_owned();
+    let bundle_file = dir.join("bundle.pem");
+    std::fs::write(&bundle_file, server.ok(&["bundle", "show", "--format", "pem"])).unwrap();
+    for (name, extra) in entries {
+        let id = format!("spiffe://{TD}/{name}");
+        let sel = format!("unix:uid:{uid}");
+        let mut args = vec![
+            "entry",
+            "create",
+            "--spiffe-id",
+            &id,
+            "--parent-id",
+            &agent_id,
+            "--selector",
+            &sel,
+            "--hint",
+            name,
+        ];
+        args.extend_from_slice(extra);
+        server.ok(&args);
+    }
+    let socket = dir.join("agent/api.sock");
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "trust_domain = \"{TD}\"\nserver_address = \"{}\"\ndata_dir = \"{}\"\nsocket_path = \"{}\"\n\
+             join_token = \"{}\"\ntrust_bundle_file = \"{}\"\nmax_backoff = \"1s\"\n[log]\nlevel = \"debug\"\n",
+            server.node,
+            dir.join("agent/data").display(),
+            socket.display(),
+            tok["token"].as_str().unwrap(),
+            bundle_file.display()
+        ),
+    )
+    .unwrap();
+    (Agent::start(&config, &socket), agent_id)
+}
+
+/// Retries `f` until it succeeds or `secs` pass.
+async fn eventually<T, E: std::fmt::Debug, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) if Instant::now() > deadline => panic!("{what}: still failing after {secs}s: {e:?}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+fn chains_to(leaf: &[u8], roots: &[spiffe::cert::Certificate]) -> bool {
+    let (_, l) = x509_parser::parse_x509_certificate(leaf).unwrap();
+    roots.iter().any(|r| {
+        let (_, r) = x509_parser::parse_x509_certificate(r.as_bytes()).unwrap();
+        l.verify_signature(Some(r.public_key())).is_ok()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_serves_real_spiffe_clients() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("server"));
+    let uid = nix::unistd::getuid().as_raw();
+
+    let (agent, agent_id) = enrol(&server, tmp.path(), &[("web", &[])]);
+    let socket = agent.socket.clone();
+    let web = format!("spiffe://{TD}/web");
+
+    // --- X.509-SVID through the spiffe crate's client. ---
+    let client = eventually(30, "connect", || WorkloadApiClient::connect_to(agent.endpoint())).await;
+    let svid = eventually(30, "first X.509-SVID", || client.fetch_x509_svid()).await;
+    assert_eq!(svid.spiffe_id().to_string(), web);
+    assert_eq!(svid.hint(), Some("web"));
+    let ctx = client.fetch_x509_context().await.unwrap();
+    let td = spiffe::TrustDomain::new(TD).unwrap();
+    let roots = ctx.bundle_set().get(&td).expect("bundle keyed by trust domain");
+    assert!(chains_to(svid.leaf().as_bytes(), roots.authorities()));
+
+    // --- JWT-SVID, validated by the agent and by the spiffe crate offline. ---
+    let jwt = client.fetch_jwt_svid(["db"], None).await.unwrap();
+    assert_eq!(jwt.spiffe_id().to_string(), web);
+    let validated = client.validate_jwt_token("db", jwt.token()).await.unwrap();
+    assert_eq!(validated.spiffe_id().to_string(), web);
+    assert!(client.validate_jwt_token("other", jwt.token()).await.is_err(), "wrong audience refused");
+    let mut forged = jwt.token().to_owned();
+    forged.pop();
+    forged.push(if jwt.token().ends_with('A') { 'B' } else { 'A' });
+    assert!(client.validate_jwt_token("db", &forged).await.is_err(), "tampered signature refused");
+    let bundles = client.fetch_jwt_bundles().await.unwrap();
+    spiffe::JwtSvid::parse_and_validate(jwt.token(), &bundles, &["db"])
+        .expect("offline validation with fetched JWT bundle");
+
+    // --- The security header is mandatory. ---
+    {
+        use ferrid_proto::workload::{X509svidRequest, spiffe_workload_api_client::SpiffeWorkloadApiClient};
+        let path = socket.clone();
+        let channel = tonic::transport::Endpoint::from_static("http://agent.invalid")
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let p = path.clone();
+                async move { tokio::net::UnixStream::connect(p).await.map(hyper_util::rt::TokioIo::new) }
+            }))
+            .await
+            .unwrap();
+        let err = SpiffeWorkloadApiClient::new(channel).fetch_x509svid(X509svidRequest {}).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("security header"), "{err:?}");
+    }
+
+    // --- A process with no matching entry gets PermissionDenied. ---
+    if nix::unistd::geteuid().is_root() {
+        use std::os::unix::process::CommandExt;
+        // The socket's directories must be reachable by that user, so the refusal comes
+        // from the agent's attestation and not from file permissions.
+        use std::os::unix::fs::PermissionsExt;
+        for dir in [tmp.path(), socket.parent().unwrap()] {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let out = Command::new(bin())
+            .args(["agent", "fetch", "x509"])
+            .env("SPIFFE_ENDPOINT_SOCKET", agent.endpoint())
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no identity issued"), "{err}");
+    }
+
+    // --- Entries are pushed: a new one reaches the open stream, a deleted one leaves. ---
+    let mut stream = client.stream_x509_contexts().await.unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    assert_eq!(first.svids().len(), 1);
+    let second = server.json(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        &format!("spiffe://{TD}/api"),
+        "--parent-id",
+        &agent_id,
+        "--selector",
+        &format!("unix:uid:{uid}"),
+        "--hint",
+        "api",
+    ]);
+    let second_id = second["entries"][0]["id"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    loop {
+        let ctx = tokio::time::timeout(Duration::from_secs(15), stream.next())
+            .await
+            .expect("update pushed")
+            .unwrap()
+            .unwrap();
+        if ctx.svids().len() == 2 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15));
+    }
+    server.ok(&["entry", "delete", "--id", &second_id]);
+    loop {
+        let ctx = tokio::time::timeout(Duration::from_secs(15), stream.next())
+            .await
+            .expect("removal pushed")
+            .unwrap()
+            .unwrap();
+        if ctx.svids().len() == 1 {
+            assert_eq!(ctx.svids()[0].spiffe_id().to_string(), web);
+            break;
+        }
+    }
+
+    // --- The CLI: fetch with --write; the key file is private. ---
+    let out_dir = tmp.path().join("files");
+    let out = agent.cli(&["agent", "fetch", "x509", "--write", out_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(out_dir.join("key.pem")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(std::fs::read_to_string(out_dir.join("svid.pem")).unwrap().contains("BEGIN CERTIFICATE"));
+    assert!(agent.cli(&["agent", "healthcheck"]).status.success());
+    let token = String::from_utf8(agent.cli(&["agent", "fetch", "jwt", "--audience", "svc"]).stdout).unwrap();
+    let ok = agent.cli(&["agent", "validate", "jwt", "--audience", "svc", "--token", token.trim()]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+
+    // --- Server down: the agent keeps serving its cached SVID. ---
+    let node = server.node.clone();
+    let server_dir = server.dir.clone();
+    server.stop();
+    let cached = client.fetch_x509_svid().await.expect("cached SVID served while the server is down");
+    assert_eq!(cached.spiffe_id().to_string(), web);
+    assert!(client.fetch_jwt_svid(["db"], None).await.is_err(), "JWT minting needs the server");
+
+    // --- Server back on the same address: the agent reconnects and follows changes. ---
+    let server = Server::start_on(&server_dir, node);
+    server.ok(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        &format!("spiffe://{TD}/after"),
+        "--parent-id",
+        &agent_id,
+        "--selector",
+        &format!("unix:uid:{uid}"),
+        "--hint",
+        "after",
+    ]);
+    eventually(30, "reconnect and pick up the new entry", || async {
+        let ctx = client.fetch_x509_context().await.map_err(|e| e.to_string())?;
+        if ctx.svids().iter().any(|s| s.spiffe_id().to_string().ends_with("/after")) {
+            Ok(())
+        } else {
+            Err("not yet".to_owned())
+        }
+    })
+    .await;
+
+    // --- Agent restart: it resumes with its saved SVID; no new token needed. ---
+    let mut agent = agent;
+    terminate(&mut agent.child);
+    let agent2 = Agent::start(&agent.config, &socket);
+    let client2 =
+        eventually(30, "reconnect to restarted agent", || WorkloadApiClient::connect_to(agent2.endpoint()))
+            .await;
+    let again = eventually(30, "SVID after agent restart", || client2.fetch_x509_svid()).await;
+    assert!(again.spiffe_id().to_string().starts_with(&format!("spiffe://{TD}/")));
+    assert!(!agent2.logs().contains("node attested"), "the restarted agent did not attest again");
+    let logs = agent.logs() + &agent2.logs();
+    assert!(!logs.contains("PRIVATE KEY"), "no key material in logs");
+    drop(agent2);
+    server.stop();
+}
+
+fn leaf_serial(pem_chain: &str) -> String {
+    let first = pem::parse_many(pem_chain).unwrap().into_iter().next().expect("a certificate");
+    let (_, c) = x509_parser::parse_x509_certificate(first.contents()).unwrap();
+    c.raw_serial_as_string()
+}
+
+/// `ferrid agent fetch x509 --write DIR --watch` keeps the files current through a
+/// rotation and across an agent restart (the agent mints fresh keys after a restart,
+/// so the files must change again).
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_mode_follows_rotation_and_agent_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("server"));
+    // A 6 s SVID rotates at about 3 s (half-life, ±10 % jitter).
+    let (agent, _) = enrol(&server, tmp.path(), &[("short", &["--x509-ttl", "6s"])]);
+    let out_dir = tmp.path().join("files");
+    let (mut watch, watch_log) = spawn_logged(
+        &["agent", "fetch", "x509", "--write", out_dir.to_str().unwrap(), "--watch"],
+        &[("SPIFFE_ENDPOINT_SOCKET", &agent.endpoint())],
+    );
+    let svid_file = out_dir.join("svid.pem");
+    let read_serial = || {
+        std::fs::read_to_string(&svid_file)
+            .ok()
+            .filter(|s| s.contains("END CERTIFICATE"))
+            .map(|s| leaf_serial(&s))
+    };
+    let first = eventually(30, "first write", || async { read_serial().ok_or("no file yet") }).await;
+    let first_key = std::fs::read(out_dir.join("key.pem")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(out_dir.join("key.pem")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(std::fs::read_to_string(out_dir.join("bundle.pem")).unwrap().contains("BEGIN CERTIFICATE"));
+
+    let rotated = eventually(20, "rotation written", || async {
+        match read_serial() {
+            Some(s) if s != first => Ok(s),
+            _ => Err("not rotated yet"),
+        }
+    })
+    .await;
+    assert_ne!(std::fs::read(out_dir.join("key.pem")).unwrap(), first_key, "rotation brings a new key");
+
+    // Restart the agent; the watcher reconnects and writes the new agent's SVID.
+    let mut agent = agent;
+    terminate(&mut agent.child);
+    let agent2 = Agent::start(&agent.config, &agent.socket);
+    eventually(30, "write after agent restart", || async {
+        match read_serial() {
+            Some(s) if s != first && s != rotated => Ok(()),
+            _ => Err("not rewritten yet"),
+        }
+    })
+    .await;
+    assert!(
+        watch.try_wait().unwrap().is_none(),
+        "the watcher survives the agent restart: {:?}",
+        watch_log.lock().unwrap()
+    );
+    terminate(&mut watch);
+    drop(agent2);
+    server.stop();
+}
