@@ -62,7 +62,7 @@ pub(crate) async fn serve(
         stop: stop.clone(),
     })
     .max_decoding_message_size(64 * 1024);
-    let incoming = UnixListenerStream::new(listener).map(|r| r.map(UdsConn));
+    let incoming = UnixListenerStream::new(listener).map(|r| r.map(UdsConn::new));
     tasks.spawn(async move {
         let r = tonic::transport::Server::builder()
             .add_service(svc)

@@ -311,7 +311,7 @@ pub async fn start(cfg: ValidatedConfig, clock: Arc<dyn Clock>) -> Result<Server
     {
         let svc = AdminServer::new(admin::AdminService { shared: shared.clone() })
             .max_decoding_message_size(1 << 20);
-        let incoming = UnixListenerStream::new(uds).map(|r| r.map(UdsConn));
+        let incoming = UnixListenerStream::new(uds).map(|r| r.map(UdsConn::new));
         let mut stop = shutdown_rx.clone();
         tasks.spawn(async move {
             let r = tonic::transport::Server::builder()

@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tonic::transport::server::Connected;
 
+pub mod authority;
 mod client;
 pub use client::node_channel;
 pub use rustls;
@@ -63,15 +64,78 @@ pub struct UdsPeer {
     pub pid: Option<i32>,
 }
 
-/// A Unix-socket connection that exposes [`UdsPeer`] to tonic handlers.
+/// A Unix-socket connection that exposes [`UdsPeer`] to tonic handlers and repairs the
+/// `:authority` that gRPC C-core, Java and Swift clients send over Unix sockets (see
+/// [`authority`]), so py-spiffe and friends work against tonic.
 #[derive(Debug)]
-pub struct UdsConn(pub UnixStream);
+pub struct UdsConn {
+    io: UnixStream,
+    rewriter: authority::AuthorityRewriter,
+    out: Vec<u8>,
+    out_pos: usize,
+}
+
+impl UdsConn {
+    /// Wraps an accepted connection.
+    pub fn new(io: UnixStream) -> Self {
+        Self { io, rewriter: authority::AuthorityRewriter::new(), out: Vec::new(), out_pos: 0 }
+    }
+}
 
 impl Connected for UdsConn {
     type ConnectInfo = UdsPeer;
     fn connect_info(&self) -> UdsPeer {
-        let cred = self.0.peer_cred().ok();
+        let cred = self.io.peer_cred().ok();
         UdsPeer { uid: cred.map(|c| c.uid()), gid: cred.map(|c| c.gid()), pid: cred.and_then(|c| c.pid()) }
+    }
+}
+
+impl AsyncRead for UdsConn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.out_pos < this.out.len() {
+                let n = buf.remaining().min(this.out.len() - this.out_pos);
+                buf.put_slice(&this.out[this.out_pos..this.out_pos + n]);
+                this.out_pos += n;
+                if this.out_pos == this.out.len() {
+                    this.out.clear();
+                    this.out_pos = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            let mut raw = [0u8; 8192];
+            let mut rb = ReadBuf::new(&mut raw);
+            std::task::ready!(Pin::new(&mut this.io).poll_read(cx, &mut rb))?;
+            if rb.filled().is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            this.rewriter
+                .feed(rb.filled(), &mut this.out)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        }
+    }
+}
+
+impl AsyncWrite for UdsConn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
     }
 }
 
@@ -114,7 +178,6 @@ macro_rules! delegate_io {
     };
 }
 delegate_io!(TlsConn);
-delegate_io!(UdsConn);
 
 /// Errors building TLS configurations.
 #[derive(Debug, thiserror::Error)]
