@@ -10,98 +10,6 @@ use common::*;
 use futures::StreamExt;
 use spiffe::WorkloadApiClient;
 
-struct Agent {
-    child: std::process::Child,
-    socket: std::path::PathBuf,
-    config: std::path::PathBuf,
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Agent {
-    fn start(config: &std::path::Path, socket: &std::path::Path) -> Agent {
-        let (child, log) = spawn_logged(&["agent", "--config", config.to_str().unwrap()], &[]);
-        Agent { child, socket: socket.to_owned(), config: config.to_owned(), log }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("unix://{}", self.socket.display())
-    }
-
-    fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(bin()).args(args).env("SPIFFE_ENDPOINT_SOCKET", self.endpoint()).output().unwrap()
-    }
-
-    fn logs(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
-/// Enrols an agent with `server`: a join token, the bootstrap bundle, one entry per
-/// `(name, extra create args)` for this test's uid (hint = name), then starts the agent.
-fn enrol(server: &Server, dir: &std::path::Path, entries: &[(&str, &[&str])]) -> (Agent, String) {
-    let uid = nix::unistd::getuid().as_raw();
-    let tok = server.json(&["token", "generate"]);
-    let agent_id = tok["agent_id"].as_str().unwrap().to_owned();
-    let bundle_file = dir.join("bundle.pem");
-    std::fs::write(&bundle_file, server.ok(&["bundle", "show", "--format", "pem"])).unwrap();
-    for (name, extra) in entries {
-        let id = format!("spiffe://{TD}/{name}");
-        let sel = format!("unix:uid:{uid}");
-        let mut args = vec![
-            "entry",
-            "create",
-            "--spiffe-id",
-            &id,
-            "--parent-id",
-            &agent_id,
-            "--selector",
-            &sel,
-            "--hint",
-            name,
-        ];
-        args.extend_from_slice(extra);
-        server.ok(&args);
-    }
-    let socket = dir.join("agent/api.sock");
-    let config = dir.join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "trust_domain = \"{TD}\"\nserver_address = \"{}\"\ndata_dir = \"{}\"\nsocket_path = \"{}\"\n\
-             join_token = \"{}\"\ntrust_bundle_file = \"{}\"\nmax_backoff = \"1s\"\n[log]\nlevel = \"debug\"\n",
-            server.node,
-            dir.join("agent/data").display(),
-            socket.display(),
-            tok["token"].as_str().unwrap(),
-            bundle_file.display()
-        ),
-    )
-    .unwrap();
-    (Agent::start(&config, &socket), agent_id)
-}
-
-/// Retries `f` until it succeeds or `secs` pass.
-async fn eventually<T, E: std::fmt::Debug, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, E>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match f().await {
-            Ok(v) => return v,
-            Err(e) if Instant::now() > deadline => panic!("{what}: still failing after {secs}s: {e:?}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
 fn chains_to(leaf: &[u8], roots: &[spiffe::cert::Certificate]) -> bool {
     let (_, l) = x509_parser::parse_x509_certificate(leaf).unwrap();
     roots.iter().any(|r| {
@@ -143,6 +51,16 @@ async fn agent_serves_real_spiffe_clients() {
     let bundles = client.fetch_jwt_bundles().await.unwrap();
     spiffe::JwtSvid::parse_and_validate(jwt.token(), &bundles, &["db"])
         .expect("offline validation with fetched JWT bundle");
+
+    // --- The spiffe crate's sources, which hold a stream open and track updates. ---
+    let x509_source = spiffe::X509Source::builder().endpoint(agent.endpoint()).build().await.unwrap();
+    assert_eq!(x509_source.svid().unwrap().spiffe_id().to_string(), web);
+    assert!(x509_source.bundle_set().unwrap().get(&td).is_some());
+    let jwt_source = spiffe::JwtSource::builder().endpoint(agent.endpoint()).build().await.unwrap();
+    let from_source = jwt_source.fetch_jwt_svid(["db"]).await.unwrap();
+    spiffe::JwtSvid::parse_and_validate(from_source.token(), &*jwt_source.bundle_set().unwrap(), &["db"])
+        .expect("JwtSource token validates against JwtSource bundles");
+    jwt_source.shutdown().await;
 
     // --- The security header is mandatory. ---
     {
@@ -210,6 +128,12 @@ async fn agent_serves_real_spiffe_clients() {
         }
         assert!(started.elapsed() < Duration::from_secs(15));
     }
+    let mut updates = x509_source.updated();
+    let with_api = |_: &u64| x509_source.x509_context().is_ok_and(|c| c.svids().len() == 2);
+    tokio::time::timeout(Duration::from_secs(15), updates.wait_for(with_api))
+        .await
+        .expect("X509Source updated")
+        .unwrap();
     server.ok(&["entry", "delete", "--id", &second_id]);
     loop {
         let ctx = tokio::time::timeout(Duration::from_secs(15), stream.next())
@@ -222,6 +146,8 @@ async fn agent_serves_real_spiffe_clients() {
             break;
         }
     }
+
+    x509_source.shutdown().await;
 
     // --- The CLI: fetch with --write; the key file is private. ---
     let out_dir = tmp.path().join("files");
@@ -310,7 +236,10 @@ async fn watch_mode_follows_rotation_and_agent_restart() {
             .filter(|s| s.contains("END CERTIFICATE"))
             .map(|s| leaf_serial(&s))
     };
-    let first = eventually(30, "first write", || async { read_serial().ok_or("no file yet") }).await;
+    let first = eventually(30, "first write", || async {
+        read_serial().ok_or_else(|| format!("no file yet: {:?}", watch_log.lock().unwrap()))
+    })
+    .await;
     let first_key = std::fs::read(out_dir.join("key.pem")).unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(out_dir.join("key.pem")).unwrap().permissions().mode() & 0o777, 0o600);

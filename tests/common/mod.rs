@@ -140,3 +140,131 @@ pub fn terminate(child: &mut Child) {
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     let _ = child.wait();
 }
+
+pub struct Agent {
+    pub child: std::process::Child,
+    pub socket: std::path::PathBuf,
+    pub config: std::path::PathBuf,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Agent {
+    pub fn start(config: &std::path::Path, socket: &std::path::Path) -> Agent {
+        let (child, log) = spawn_logged(&["agent", "--config", config.to_str().unwrap()], &[]);
+        Agent { child, socket: socket.to_owned(), config: config.to_owned(), log }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin()).args(args).env("SPIFFE_ENDPOINT_SOCKET", self.endpoint()).output().unwrap()
+    }
+
+    pub fn logs(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+/// Enrols an agent with `server`: a join token, the bootstrap bundle, one entry per
+/// `(name, extra create args)` for this test's uid (hint = name), then starts the agent.
+pub fn enrol(server: &Server, dir: &std::path::Path, entries: &[(&str, &[&str])]) -> (Agent, String) {
+    let uid = nix::unistd::getuid().as_raw();
+    let tok = server.json(&["token", "generate"]);
+    let agent_id = tok["agent_id"].as_str().unwrap().to_owned();
+    let bundle_file = dir.join("bundle.pem");
+    std::fs::write(&bundle_file, server.ok(&["bundle", "show", "--format", "pem"])).unwrap();
+    for (name, extra) in entries {
+        let id = format!("spiffe://{TD}/{name}");
+        let sel = format!("unix:uid:{uid}");
+        let mut args = vec![
+            "entry",
+            "create",
+            "--spiffe-id",
+            &id,
+            "--parent-id",
+            &agent_id,
+            "--selector",
+            &sel,
+            "--hint",
+            name,
+        ];
+        args.extend_from_slice(extra);
+        server.ok(&args);
+    }
+    let socket = dir.join("agent/api.sock");
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "trust_domain = \"{TD}\"\nserver_address = \"{}\"\ndata_dir = \"{}\"\nsocket_path = \"{}\"\n\
+             join_token = \"{}\"\ntrust_bundle_file = \"{}\"\nmax_backoff = \"1s\"\n[log]\nlevel = \"debug\"\n",
+            server.node,
+            dir.join("agent/data").display(),
+            socket.display(),
+            tok["token"].as_str().unwrap(),
+            bundle_file.display()
+        ),
+    )
+    .unwrap();
+    (Agent::start(&config, &socket), agent_id)
+}
+
+/// Retries `f` until it succeeds or `secs` pass.
+pub async fn eventually<T, E: std::fmt::Debug, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) if Instant::now() > deadline => panic!("{what}: still failing after {secs}s: {e:?}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// A Python interpreter with py-spiffe (tests/py/requirements.txt) installed in a
+/// virtualenv under the target directory; created on first use with `python3 -m venv`
+/// and pip from PyPI, then reused.
+pub fn python_with_pyspiffe() -> PathBuf {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let reqs = root.join("tests/py/requirements.txt");
+    let wanted = std::fs::read_to_string(&reqs).unwrap();
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("py-spiffe-venv");
+    let python = venv.join("bin/python");
+    let stamp = venv.join("ferrid-requirements.txt");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) && python.exists() {
+        return python;
+    }
+    let _ = std::fs::remove_dir_all(&venv);
+    let run = |cmd: &mut Command, what: &str| {
+        let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(
+            out.status.success(),
+            "{what} failed (the py-spiffe tests need Python 3 with venv and pip, and PyPI):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv), "python3 -m venv");
+    run(
+        Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(&reqs),
+        "pip install -r tests/py/requirements.txt",
+    );
+    std::fs::write(&stamp, wanted).unwrap();
+    python
+}

@@ -147,7 +147,9 @@ impl AuthorityRewriter {
                             continue;
                         }
                     }
-                    let len = usize::from(self.buf[0]) << 16 | usize::from(self.buf[1]) << 8 | usize::from(self.buf[2]);
+                    let len = usize::from(self.buf[0]) << 16
+                        | usize::from(self.buf[1]) << 8
+                        | usize::from(self.buf[2]);
                     let kind = self.buf[3];
                     if kind != HEADERS && kind != CONTINUATION {
                         if self.pending.is_some() {
@@ -186,7 +188,8 @@ impl AuthorityRewriter {
                 return Err(RewriteError::Protocol("HEADERS while a header block is open"));
             }
             if flags & PADDED != 0 {
-                let (&pad, rest) = payload.split_first().ok_or(RewriteError::Protocol("empty padded HEADERS"))?;
+                let (&pad, rest) =
+                    payload.split_first().ok_or(RewriteError::Protocol("empty padded HEADERS"))?;
                 let pad = usize::from(pad);
                 if pad > rest.len() {
                     return Err(RewriteError::Protocol("HEADERS padding longer than the frame"));
@@ -427,9 +430,11 @@ mod tests {
 
     #[test]
     fn raw_socket_path_is_replaced_and_valid_authorities_are_kept() {
-        for (sent, seen) in
-            [("/var/run/agent.sock", "localhost"), ("localhost", "localhost"), ("agent.local:8080", "agent.local:8080")]
-        {
+        for (sent, seen) in [
+            ("/var/run/agent.sock", "localhost"),
+            ("localhost", "localhost"),
+            ("agent.local:8080", "agent.local:8080"),
+        ] {
             let h = grpc_request(sent);
             let block = Encoder::new().encode(h.iter().map(|(n, v)| (&n[..], &v[..])));
             let mut input = PREFACE.to_vec();

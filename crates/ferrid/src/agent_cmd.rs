@@ -114,13 +114,17 @@ fn leaf_expiry(der: &[u8]) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-/// Keeps `dir` current with the default X.509-SVID, reconnecting (with capped backoff)
-/// when the agent goes away, the way spiffe-helper does for SPIRE.
-async fn watch_x509(mut c: WorkloadApiClient, wl: &WorkloadArgs, dir: &Path) -> Result<()> {
+/// Keeps `dir` current with the default X.509-SVID, (re)connecting with capped backoff
+/// while the agent is not there yet or goes away, the way spiffe-helper does for SPIRE.
+async fn watch_x509(wl: &WorkloadArgs, dir: &Path) -> Result<()> {
     eprintln!("Watching for X.509-SVID updates; writing to {} (Ctrl-C to stop)", dir.display());
     let mut backoff = std::time::Duration::from_millis(200);
     loop {
-        match c.stream_x509_contexts().await {
+        let stream = match client(wl).await {
+            Ok(c) => c.stream_x509_contexts().await.map_err(anyhow::Error::from),
+            Err(e) => Err(e),
+        };
+        match stream {
             Ok(mut stream) => {
                 while let Some(next) = stream.next().await {
                     match next {
@@ -136,13 +140,10 @@ async fn watch_x509(mut c: WorkloadApiClient, wl: &WorkloadArgs, dir: &Path) -> 
                     }
                 }
             }
-            Err(e) => eprintln!("cannot subscribe to X.509-SVID updates: {e}; retrying in {backoff:?}"),
+            Err(e) => eprintln!("cannot subscribe to X.509-SVID updates: {e:#}; retrying in {backoff:?}"),
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
-        if let Ok(fresh) = client(wl).await {
-            c = fresh;
-        }
     }
 }
 
@@ -150,14 +151,14 @@ async fn watch_x509(mut c: WorkloadApiClient, wl: &WorkloadArgs, dir: &Path) -> 
 pub(crate) async fn fetch(cmd: FetchCmd) -> Result<()> {
     match cmd {
         FetchCmd::X509 { write, watch, wl } => {
-            let c = client(&wl).await?;
             if watch {
                 let dir = write.context("--watch needs --write DIR")?;
                 tokio::select! {
-                    r = watch_x509(c, &wl, &dir) => return r,
+                    r = watch_x509(&wl, &dir) => return r,
                     () = shutdown_signal() => return Ok(()),
                 }
             }
+            let c = client(&wl).await?;
             let ctx = c.fetch_x509_context().await.context("fetching X.509-SVIDs")?;
             if let Some(dir) = &write {
                 write_context(dir, &ctx)?;
@@ -215,17 +216,27 @@ pub(crate) async fn validate(cmd: ValidateCmd) -> Result<()> {
 }
 
 /// `ferrid agent healthcheck`: the Workload API answers and serves bundles.
-pub(crate) async fn healthcheck(wl: WorkloadArgs) -> Result<()> {
-    let c = client(&wl).await?;
-    match c.fetch_x509_bundles().await {
-        Ok(_) => {
-            println!("Agent is healthy.");
-            Ok(())
+pub(crate) async fn healthcheck(wl: WorkloadArgs, wait: Option<std::time::Duration>) -> Result<()> {
+    let deadline = std::time::Instant::now() + wait.unwrap_or_default();
+    loop {
+        match check_once(&wl).await {
+            Ok(msg) => {
+                println!("{msg}");
+                return Ok(());
+            }
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
         }
+    }
+}
+
+async fn check_once(wl: &WorkloadArgs) -> Result<&'static str> {
+    let c = client(wl).await?;
+    match c.fetch_x509_bundles().await {
+        Ok(_) => Ok("Agent is healthy."),
         // No identity for the caller still proves the agent is up and attesting.
         Err(e) if e.to_string().contains("no identity") || e.to_string().contains("PermissionDenied") => {
-            println!("Agent is healthy (this process has no identity).");
-            Ok(())
+            Ok("Agent is healthy (this process has no identity).")
         }
         Err(e) => bail!("agent is not healthy: {e}"),
     }

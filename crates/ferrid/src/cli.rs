@@ -180,6 +180,9 @@ enum AgentCmd {
     Validate(crate::agent_cmd::ValidateCmd),
     /// Check that the local agent's Workload API answers.
     Healthcheck {
+        /// Keep retrying for up to this long (e.g. 30s) before reporting failure.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        wait: Option<Duration>,
         #[command(flatten)]
         wl: crate::agent_cmd::WorkloadArgs,
     },
@@ -349,8 +352,8 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<()> {
         Command::Agent(AgentArgs { cmd: Some(AgentCmd::Validate(v)), .. }) => {
             crate::agent_cmd::validate(v).await
         }
-        Command::Agent(AgentArgs { cmd: Some(AgentCmd::Healthcheck { wl }), .. }) => {
-            crate::agent_cmd::healthcheck(wl).await
+        Command::Agent(AgentArgs { cmd: Some(AgentCmd::Healthcheck { wl, wait }), .. }) => {
+            crate::agent_cmd::healthcheck(wl, wait).await
         }
         Command::Agent(AgentArgs { cmd: Some(cmd), .. }) => agent(cmd).await,
         Command::Agent(AgentArgs { config: None, cmd: None }) => {
