@@ -167,7 +167,11 @@ async fn agent_serves_real_spiffe_clients() {
     server.stop();
     let cached = client.fetch_x509_svid().await.expect("cached SVID served while the server is down");
     assert_eq!(cached.spiffe_id().to_string(), web);
-    assert!(client.fetch_jwt_svid(["db"], None).await.is_err(), "JWT minting needs the server");
+    let cached_jwt =
+        client.fetch_jwt_svid(["db"], None).await.expect("cached JWT-SVID served while the server is down");
+    assert_eq!(cached_jwt.token(), jwt.token(), "the agent's JWT cache answers repeated requests");
+    let err = client.fetch_jwt_svid(["never-asked"], None).await.unwrap_err();
+    assert!(format!("{err:?}").contains("Unavailable"), "a new JWT-SVID needs the server: {err:?}");
 
     // --- Server back on the same address: the agent reconnects and follows changes. ---
     let server = Server::start_on(&server_dir, node);

@@ -169,6 +169,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn shipped_example_parses() {
+        let (c, _) = AgentConfig::parse(include_str!("../../../examples/agent.toml")).unwrap();
+        assert_eq!(c.socket_path, PathBuf::from("/run/ferrid/agent/public/api.sock"));
+    }
+
+    #[test]
     fn minimal_and_bad_configs() {
         let (c, td) = AgentConfig::parse(
             "trust_domain = \"example.org\"\nserver_address = \"127.0.0.1:8081\"\ntrust_bundle_file = \"/b.pem\"\n",

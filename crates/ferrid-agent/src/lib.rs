@@ -95,6 +95,8 @@ pub(crate) struct Shared {
     pub(crate) changes: watch::Sender<u64>,
     sync_now: Notify,
     pub(crate) attestor: UnixAttestor,
+    /// JWT-SVIDs already minted, reused until half their life is gone.
+    pub(crate) jwt_cache: workload::JwtCache,
 }
 
 impl Shared {
@@ -252,6 +254,7 @@ pub async fn start(
         node: ArcSwap::from_pointee(None),
         changes,
         sync_now: Notify::new(),
+        jwt_cache: workload::JwtCache::default(),
         attestor: UnixAttestor::new(UnixConfig {
             binary_digest: cfg.unix.binary_digest,
             ..UnixConfig::default()

@@ -5,7 +5,7 @@
 //! `unix` workload attestor; entries whose selectors are all attested decide its
 //! identities (`PermissionDenied` when none do). While the agent is starting every call
 //! gets `Unavailable`. Streams send the full state at once and again on every change.
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::pin::Pin;
@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use ferrid_attest::{PeerCredentials, WorkloadAttestor};
 use ferrid_proto::node::v1 as npb;
+use ferrid_proto::types::v1 as tpb;
 use ferrid_proto::workload::{self as wpb, spiffe_workload_api_server::SpiffeWorkloadApi};
 use ferrid_tls::{UdsConn, UdsPeer};
 use ferrid_types::{RegistrationEntry, Selector, SelectorSet};
@@ -26,6 +27,55 @@ use tonic::{Request, Response, Status};
 use crate::{AgentError, Shared, io_err};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// What a cached JWT-SVID was minted for: the entry at one revision and a sorted,
+/// de-duplicated audience set.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct JwtKey {
+    entry: String,
+    revision: i64,
+    audience: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+struct CachedJwt {
+    token: String,
+    /// Served until then: half-way through its life, like X.509-SVID rotation.
+    refresh_at: i64,
+    expires_at: i64,
+}
+
+/// Most JWT-SVIDs kept; beyond it expired ones are dropped first, then everything.
+const JWT_CACHE_MAX: usize = 10_000;
+
+/// JWT-SVIDs by entry, revision and audience. A cached token is served while less than
+/// half its life has passed, so callers asking repeatedly do not each cost a round trip
+/// and a signature, and a token is never handed out close to its expiry. An entry
+/// change (new revision) misses the cache.
+#[derive(Debug, Default)]
+pub(crate) struct JwtCache(std::sync::Mutex<HashMap<JwtKey, CachedJwt>>);
+
+impl JwtCache {
+    fn get(&self, key: &JwtKey, now: i64) -> Option<String> {
+        let map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(key).filter(|c| now < c.refresh_at).map(|c| c.token.clone())
+    }
+
+    fn put(&self, key: JwtKey, token: String, issued_at: i64, expires_at: i64, now: i64) {
+        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= JWT_CACHE_MAX {
+            map.retain(|_, c| c.expires_at > now);
+            if map.len() >= JWT_CACHE_MAX {
+                map.clear();
+            }
+        }
+        let issued_at = if issued_at > 0 { issued_at } else { now };
+        map.insert(
+            key,
+            CachedJwt { token, refresh_at: issued_at + (expires_at - issued_at) / 2, expires_at },
+        );
+    }
+}
 
 /// The Workload API service.
 #[derive(Clone)]
@@ -140,6 +190,28 @@ impl WorkloadService {
             })
             .collect();
         (!out.is_empty()).then(|| wpb::X509svidResponse { svids: out, ..Default::default() })
+    }
+
+    /// Asks the server for a JWT-SVID for `e`.
+    async fn mint_jwt(&self, e: &RegistrationEntry, audience: &[String]) -> Result<tpb::JwtSvid, Status> {
+        let client = self.shared.node.load_full();
+        let Some(client) = client.as_ref().as_ref() else {
+            return Err(Status::unavailable("the agent cannot reach the server to mint a JWT-SVID"));
+        };
+        client
+            .clone()
+            .mint_jwt_svid(npb::MintJwtSvidRequest {
+                entry_id: e.id.0.clone(),
+                audience: audience.to_vec(),
+                ttl: 0,
+            })
+            .await
+            .map_err(|s| {
+                Status::new(s.code(), format!("minting a JWT-SVID for {}: {}", e.spiffe_id, s.message()))
+            })?
+            .into_inner()
+            .svid
+            .ok_or_else(|| Status::internal("server returned no JWT-SVID"))
     }
 
     /// Runs `make` now and on every change, sending what it returns when it differs
@@ -308,33 +380,34 @@ impl SpiffeWorkloadApi for WorkloadService {
         if entries.is_empty() {
             return Err(Self::no_identity());
         }
-        let client = self.shared.node.load_full();
-        let Some(client) = client.as_ref().as_ref() else {
-            return Err(Status::unavailable("the agent cannot reach the server to mint a JWT-SVID"));
-        };
+        let mut audience = req.audience.clone();
+        audience.sort();
+        audience.dedup();
         let mut svids = Vec::new();
         let mut hints = HashSet::new();
         for e in entries {
             if !e.hint.is_empty() && !hints.insert(e.hint.clone()) {
                 continue;
             }
-            let minted = client
-                .clone()
-                .mint_jwt_svid(npb::MintJwtSvidRequest {
-                    entry_id: e.id.0.clone(),
-                    audience: req.audience.clone(),
-                    ttl: 0,
-                })
-                .await
-                .map_err(|s| {
-                    Status::new(s.code(), format!("minting a JWT-SVID for {}: {}", e.spiffe_id, s.message()))
-                })?
-                .into_inner()
-                .svid
-                .ok_or_else(|| Status::internal("server returned no JWT-SVID"))?;
+            let now = self.shared.clock.unix();
+            let key = JwtKey { entry: e.id.0.clone(), revision: e.revision, audience: audience.clone() };
+            let token = match self.shared.jwt_cache.get(&key, now) {
+                Some(t) => t,
+                None => {
+                    let minted = self.mint_jwt(&e, &req.audience).await?;
+                    self.shared.jwt_cache.put(
+                        key,
+                        minted.token.clone(),
+                        minted.issued_at,
+                        minted.expires_at,
+                        now,
+                    );
+                    minted.token
+                }
+            };
             svids.push(wpb::Jwtsvid {
-                spiffe_id: minted.spiffe_id,
-                svid: minted.token,
+                spiffe_id: e.spiffe_id.to_string(),
+                svid: token,
                 hint: e.hint.clone(),
             });
         }
@@ -379,5 +452,33 @@ impl SpiffeWorkloadApi for WorkloadService {
         let claims =
             prost_types::Struct { fields: claims.into_iter().map(|(k, v)| (k, json_to_prost(v))).collect() };
         Ok(Response::new(wpb::ValidateJwtsvidResponse { spiffe_id, claims: Some(claims) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(rev: i64, aud: &[&str]) -> JwtKey {
+        JwtKey { entry: "e1".into(), revision: rev, audience: aud.iter().map(|a| (*a).to_owned()).collect() }
+    }
+
+    #[test]
+    fn jwt_cache_serves_until_half_life_and_misses_on_change() {
+        let c = JwtCache::default();
+        c.put(key(1, &["a"]), "tok".into(), 1000, 1300, 1000);
+        assert_eq!(c.get(&key(1, &["a"]), 1149).as_deref(), Some("tok"));
+        assert_eq!(c.get(&key(1, &["a"]), 1150), None, "half-life reached: mint a fresh one");
+        assert_eq!(c.get(&key(2, &["a"]), 1001), None, "entry changed");
+        assert_eq!(c.get(&key(1, &["a", "b"]), 1001), None, "other audience");
+    }
+
+    #[test]
+    fn jwt_cache_is_bounded() {
+        let c = JwtCache::default();
+        for i in 0..JWT_CACHE_MAX + 5 {
+            c.put(key(i64::try_from(i).unwrap(), &["a"]), "t".into(), 0, 100, 50);
+        }
+        assert!(c.0.lock().unwrap().len() <= JWT_CACHE_MAX);
     }
 }

@@ -384,6 +384,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn shipped_examples_parse() {
+        for text in [
+            include_str!("../../../examples/server.toml"),
+            include_str!("../../../examples/server-full.toml"),
+        ] {
+            ServerConfig::parse(text).unwrap();
+        }
+    }
+
+    #[test]
     fn minimal_config_is_three_lines() {
         let c = ServerConfig::parse(
             "trust_domain = \"example.org\"\ndata_dir = \"/tmp/x\"\nbind_address = \"127.0.0.1:0\"\n",

@@ -18,7 +18,7 @@ use crate::server_cmd::{init_logging, shutdown_signal};
 #[derive(Debug, Args)]
 pub(crate) struct DevArgs {
     /// Trust domain.
-    #[arg(long, default_value = "example.org")]
+    #[arg(long, default_value = "dev.ferrid.local")]
     trust_domain: String,
     /// Data directory (default: a new temporary directory, removed on exit).
     #[arg(long)]
@@ -32,6 +32,18 @@ pub(crate) struct DevArgs {
     /// Log level.
     #[arg(long, default_value = "info")]
     log_level: String,
+}
+
+/// The path segment naming `uid`'s user: the login name when it is a valid SPIFFE ID
+/// segment, else `uid-<n>`.
+fn user_segment(uid: u32) -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)))
+        .filter(|n| n != "." && n != "..")
+        .unwrap_or_else(|| format!("uid-{uid}"))
 }
 
 /// Runs the dev server and agent until Ctrl-C.
@@ -72,11 +84,12 @@ pub(crate) async fn run(args: DevArgs) -> Result<()> {
     let bundle_file = dir.join("bootstrap-bundle.pem");
     std::fs::write(&bundle_file, crate::output::bundle_pem(&bundle))?;
     let uid = nix::unistd::getuid().as_raw();
-    let workload_id = format!("spiffe://{td}/dev/uid-{uid}");
+    let workload_id = format!("spiffe://{td}/user/{}", user_segment(uid));
     let entry = tpb::Entry {
         spiffe_id: workload_id.clone(),
         parent_id: token.agent_id.clone(),
         selectors: vec![tpb::Selector { r#type: "unix".into(), value: format!("uid:{uid}") }],
+        hint: "dev".into(),
         ..Default::default()
     };
     admin.create_entry(pb::CreateEntryRequest { entry: Some(entry) }).await.map_err(status_err)?;
@@ -108,7 +121,17 @@ pub(crate) async fn run(args: DevArgs) -> Result<()> {
         server.health_addr.map(|a| a.to_string()).unwrap_or_default()
     );
     println!();
-    println!("Then try: ferrid agent fetch x509; ferrid agent fetch jwt --audience demo; ferrid entry list");
+    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "ferrid".into());
+    println!("Then fetch and inspect an SVID, and look around:");
+    println!();
+    println!("    {exe} agent fetch x509                  # the X.509-SVID this shell's user gets");
+    println!(
+        "    {exe} agent fetch x509 --write /tmp/svid && openssl x509 -in /tmp/svid/svid.pem -noout -text"
+    );
+    println!("    {exe} agent fetch jwt --audience demo   # a JWT-SVID for audience 'demo'");
+    println!("    {exe} entry list");
+    println!();
+    println!("Any SPIFFE client works too (go-spiffe, py-spiffe, the Rust spiffe crate).");
     println!("Press Ctrl-C to stop.");
     shutdown_signal().await;
     agent.shutdown().await;

@@ -12,7 +12,10 @@ pub(crate) fn init_logging(level: &str, format: &str) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .with_context(|| format!("log.level {level:?} is not a valid filter"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: logs captured by systemd, kubectl or a file stay plain.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let r = if format == "json" { builder.json().try_init() } else { builder.try_init() };
     r.map_err(|e| anyhow::anyhow!("installing the logger: {e}"))
 }
