@@ -11,6 +11,9 @@ cargo fmt --all -- --check
 echo "==> clippy (-D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "==> fuzz targets build"
+cargo check --manifest-path fuzz/Cargo.toml --locked --quiet
+
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
