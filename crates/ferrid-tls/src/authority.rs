@@ -9,11 +9,14 @@
 //! fix is to replace an invalid one with `localhost`, which is what grpc-go sends.
 //!
 //! [`AuthorityRewriter`] does that on the bytes a client sends, before `h2` parses
-//! them, using only the HTTP/2 wire format (RFC 9113) and HPACK (RFC 7541): every
-//! other frame passes through untouched; each header block (HEADERS plus any
-//! CONTINUATION frames) is decoded with the client's compression context and
-//! re-encoded with literal representations that never touch the dynamic table, so the
-//! server's decoder stays in step however the client indexes its headers. Because it
+//! them, using only the HTTP/2 wire format (RFC 9113) and HPACK (RFC 7541). It decodes
+//! the connection's first header block (HEADERS plus any CONTINUATION frames). If its
+//! `:authority` is valid, that block and the rest of the connection are forwarded
+//! untouched, so clients that need no repair (tonic, grpc-go) pay for one decode per
+//! connection. Otherwise every header block from then on is decoded with the client's
+//! compression context and re-encoded with literal representations that never touch
+//! the dynamic table, so the server's decoder stays in step however the client indexes
+//! its headers; all other frames pass through as they are. Because it
 //! relies on no internals of `h2`, tonic or hyper, it keeps working across their
 //! updates; and an authority that `http` already accepts is left exactly as sent.
 use std::borrow::Cow;
@@ -67,6 +70,8 @@ struct Pending {
     flags: u8,
     priority: Option<[u8; 5]>,
     block: Vec<u8>,
+    /// The frames as received, forwarded unchanged when nothing needs fixing.
+    raw: Vec<u8>,
 }
 
 /// Rewrites invalid `:authority` values to `localhost` in a client-to-server HTTP/2
@@ -78,6 +83,9 @@ pub struct AuthorityRewriter {
     decoder: Decoder<'static>,
     pending: Option<Pending>,
     rewritten: u64,
+    /// Set once a block needed a fix: from then on every block is re-encoded, because
+    /// the server's HPACK context follows the re-encoded stream, not the client's.
+    rewriting: bool,
 }
 
 impl std::fmt::Debug for AuthorityRewriter {
@@ -101,6 +109,7 @@ impl AuthorityRewriter {
             decoder: Decoder::new(),
             pending: None,
             rewritten: 0,
+            rewriting: false,
         }
     }
 
@@ -206,13 +215,14 @@ impl AuthorityRewriter {
             } else {
                 None
             };
-            self.pending = Some(Pending { stream, flags, priority, block: payload.to_vec() });
+            self.pending = Some(Pending { stream, flags, priority, block: payload.to_vec(), raw: frame.to_vec() });
         } else {
             let p = self.pending.as_mut().ok_or(RewriteError::Protocol("CONTINUATION without HEADERS"))?;
             if p.stream != stream {
                 return Err(RewriteError::Protocol("CONTINUATION on a different stream"));
             }
             p.block.extend_from_slice(payload);
+            p.raw.extend_from_slice(frame);
         }
         let block_len = self.pending.as_ref().map_or(0, |p| p.block.len());
         if block_len > MAX_HEADER_BLOCK {
@@ -220,15 +230,25 @@ impl AuthorityRewriter {
         }
         if flags & END_HEADERS != 0 {
             let p = self.pending.take().expect("a header block is open");
-            let block = self.reencode(&p.block)?;
-            write_header_frames(&p, &block, out);
+            let (block, fixed) = self.reencode(&p.block)?;
+            if fixed > 0 || self.rewriting {
+                self.rewriting = true;
+                self.rewritten += fixed;
+                write_header_frames(&p, &block, out);
+            } else {
+                // The first request of the connection was fine as sent: forward it as is
+                // and everything after it untouched. A gRPC channel's authority is fixed,
+                // so the client's later requests carry the same one.
+                out.extend_from_slice(&p.raw);
+                self.state = State::Opaque;
+            }
         }
         Ok(())
     }
 
     /// Decodes a block in the client's compression context and re-encodes it without
-    /// indexing, fixing `:authority` on the way.
-    fn reencode(&mut self, block: &[u8]) -> Result<Vec<u8>, RewriteError> {
+    /// indexing, fixing `:authority` on the way; also says how many values it fixed.
+    fn reencode(&mut self, block: &[u8]) -> Result<(Vec<u8>, u64), RewriteError> {
         let mut out = Vec::with_capacity(block.len() + 64);
         let mut size = 0usize;
         let mut fixed = 0u64;
@@ -250,8 +270,7 @@ impl AuthorityRewriter {
         if size > MAX_HEADER_LIST {
             return Err(RewriteError::TooLarge(size));
         }
-        self.rewritten += fixed;
-        Ok(out)
+        Ok((out, fixed))
     }
 }
 
@@ -531,6 +550,40 @@ mod tests {
         frame_header(2, HEADERS, PADDED | END_HEADERS, 1u32.to_be_bytes(), &mut input);
         input.extend_from_slice(&[9, 0x82]);
         assert_eq!(run(&input, 64), Err(RewriteError::Protocol("HEADERS padding longer than the frame")));
+    }
+
+    #[test]
+    fn a_connection_that_needs_no_fix_is_forwarded_byte_for_byte() {
+        let mut enc = Encoder::new();
+        let mut input = PREFACE.to_vec();
+        for stream in [1u32, 3, 5] {
+            let h = grpc_request("localhost");
+            let block = enc.encode(h.iter().map(|(n, v)| (&n[..], &v[..])));
+            input.extend(headers_frame(stream, END_HEADERS, &block));
+            input.extend_from_slice(&[0, 0, 2, 0, 1, 0, 0, 0, stream as u8, 7, 7]);
+        }
+        for chunk in [1, 5, 100] {
+            assert_eq!(run(&input, chunk).unwrap(), input, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn once_fixing_every_later_block_is_reencoded() {
+        // First request needs the fix, the second carries a valid authority: the
+        // second must still be re-encoded (the client indexed it against a context the
+        // server never saw), and its valid authority is kept.
+        let mut enc = Encoder::new();
+        let mut input = PREFACE.to_vec();
+        for (stream, authority) in [(1u32, "%2Fa.sock"), (3, "svc.local")] {
+            let h = grpc_request(authority);
+            let block = enc.encode(h.iter().map(|(n, v)| (&n[..], &v[..])));
+            input.extend(headers_frame(stream, END_HEADERS, &block));
+        }
+        let out = run(&input, 3).unwrap();
+        let blocks = server_view(&out);
+        assert!(blocks[0].contains(&(":authority".into(), "localhost".into())));
+        assert!(blocks[1].contains(&(":authority".into(), "svc.local".into())));
+        assert!(blocks[1].contains(&(":path".into(), "/SpiffeWorkloadAPI/FetchX509SVID".into())));
     }
 
     #[test]
