@@ -256,6 +256,9 @@ pub async fn start(cfg: ValidatedConfig, clock: Arc<dyn Clock>) -> Result<Server
                     _ = stop.changed() => return,
                     accepted = listener.accept() => {
                         let Ok((tcp, remote)) = accepted else { continue };
+                        // Small request/response messages: without this, Nagle and delayed
+                        // ACKs add ~40 ms to pushes such as entry updates.
+                        let _ = tcp.set_nodelay(true);
                         let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.load_full());
                         let conn_tx = conn_tx.clone();
                         tokio::spawn(async move {
