@@ -42,6 +42,12 @@ struct Opts {
     /// Entries for the agent-memory measurement.
     #[arg(long, default_value_t = 10_000)]
     memory_entries: usize,
+    /// Total calls per second of the open-loop latency runs.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Seconds the agent idles before its memory is read.
+    #[arg(long, default_value_t = 15)]
+    settle: u64,
     /// Entry propagation samples.
     #[arg(long, default_value_t = 200)]
     propagation_samples: usize,
@@ -58,6 +64,8 @@ fn main() -> Result<()> {
         opts.seconds = 1;
         opts.memory_entries = 200;
         opts.propagation_samples = 10;
+        opts.settle = 1;
+        opts.rate = 100;
     }
     raise_fd_limit();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -96,13 +104,25 @@ async fn run(opts: Opts) -> Result<()> {
 
     let mut report = Vec::new();
     let levels: &[usize] = if opts.quick { &[1, 10] } else { &[1, 100, 1000] };
+    // Open loop: every client connected, together calling `rate` times a second at
+    // random phases — how workloads behave (they fetch at start and on rotation), and
+    // what latency one call sees when the agent is not saturated.
+    for &clients in levels {
+        for (call, name) in [(Call::X509, "FetchX509SVID"), (Call::Jwt, "FetchJWTSVID")] {
+            eprintln!("{name}, {clients} clients, {} calls/s in total, for {}s …", opts.rate, opts.seconds);
+            let r = open_loop(&socket, clients, opts.rate, Duration::from_secs(opts.seconds), call).await?;
+            report.push(r.row(&format!("{name} (open loop, {}/s)", opts.rate), clients));
+        }
+    }
+    // Closed loop: every client calls back to back — the saturation throughput, where
+    // latency is simply clients ÷ throughput.
     for &clients in levels {
         eprintln!("FetchX509SVID with {clients} clients for {}s …", opts.seconds);
         let r = latency(&socket, clients, Duration::from_secs(opts.seconds), Call::X509).await?;
-        report.push(r.row("FetchX509SVID", clients));
+        report.push(r.row("FetchX509SVID (closed loop)", clients));
         eprintln!("FetchJWTSVID with {clients} clients for {}s …", opts.seconds);
         let r = latency(&socket, clients, Duration::from_secs(opts.seconds), Call::Jwt).await?;
-        report.push(r.row("FetchJWTSVID", clients));
+        report.push(r.row("FetchJWTSVID (closed loop)", clients));
     }
 
     eprintln!("entry propagation, {} samples …", opts.propagation_samples);
@@ -110,8 +130,10 @@ async fn run(opts: Opts) -> Result<()> {
 
     // Agent B: a fresh agent process that receives N entries, for its memory per SVID.
     eprintln!("agent memory with {} entries …", opts.memory_entries);
-    let agent_b = Proc::agent(&ferrid, &server, &mut admin, &tmp.path().join("b")).await?;
-    let mem = memory(&mut admin, &agent_b, opts.memory_entries).await?;
+    let mut agent_b = Proc::agent(&ferrid, &server, &mut admin, &tmp.path().join("b")).await?;
+    let mem =
+        memory(&mut admin, &mut agent_b, &ferrid, opts.memory_entries, Duration::from_secs(opts.settle))
+            .await?;
 
     println!("| measurement | clients | calls | throughput (/s) | p50 | p99 | max |");
     println!("| --- | --- | --- | --- | --- | --- | --- |");
@@ -130,6 +152,10 @@ async fn run(opts: Opts) -> Result<()> {
         "Agent memory: {:.0} KiB RSS with its own SVID, {:.0} KiB with {} cached X.509-SVIDs: {:.2} KiB per SVID (entry included).",
         mem.base_kib, mem.loaded_kib, mem.n, mem.per_svid_kib
     );
+    println!(
+        "Same agent restarted with the {} entries already there: {:.0} KiB, {:.2} KiB per SVID over the baseline.",
+        mem.n, mem.restarted_kib, mem.restarted_per_svid_kib
+    );
     drop(agent_b);
     drop(agent_a);
     drop(server);
@@ -144,10 +170,30 @@ struct Proc {
     socket: PathBuf,
     agent_id: String,
     log: PathBuf,
+    cfg: PathBuf,
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Proc {
+    /// SIGTERM and a graceful exit (so profilers wrapping the binary can write their
+    /// output), then SIGKILL after 30 s.
+    fn stop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -184,7 +230,7 @@ impl Proc {
             ensure!(Instant::now() < deadline, "server did not start; see {}", log.display());
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(Proc { child, admin_socket, node, socket: PathBuf::new(), agent_id: String::new(), log })
+        Ok(Proc { child, admin_socket, node, socket: PathBuf::new(), agent_id: String::new(), log, cfg })
     }
 
     async fn agent(
@@ -197,7 +243,11 @@ impl Proc {
         let tok = admin.create_join_token(apb::CreateJoinTokenRequest { ttl: 0 }).await?.into_inner();
         let bundle = admin.get_bundle(apb::GetBundleRequest {}).await?.into_inner();
         let pem = pem::encode_many(
-            &bundle.x509_authorities.iter().map(|der| pem::Pem::new("CERTIFICATE", der.clone())).collect::<Vec<_>>(),
+            &bundle
+                .x509_authorities
+                .iter()
+                .map(|der| pem::Pem::new("CERTIFICATE", der.clone()))
+                .collect::<Vec<_>>(),
         );
         let bundle_file = dir.join("bundle.pem");
         std::fs::write(&bundle_file, pem)?;
@@ -235,7 +285,22 @@ impl Proc {
             socket,
             agent_id: tok.agent_id,
             log,
+            cfg,
         })
+    }
+
+    /// Stops this agent and starts it again on the same configuration and data
+    /// directory (it resumes with its saved SVID).
+    fn restart_agent(&mut self, ferrid: &Path) -> Result<()> {
+        self.stop();
+        self.child = Command::new(ferrid)
+            .args(["agent", "--config"])
+            .arg(&self.cfg)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&self.log)?)
+            .spawn()
+            .context("restarting ferrid agent")?;
+        Ok(())
     }
 
     fn rss_kib(&self) -> Result<f64> {
@@ -388,6 +453,53 @@ async fn latency(socket: &Path, clients: usize, dur: Duration, call: Call) -> Re
     })
 }
 
+/// `clients` connections, together making `rate` calls a second, each client on its own
+/// fixed period with a random phase; records every call's latency.
+async fn open_loop(socket: &Path, clients: usize, rate: u64, dur: Duration, call: Call) -> Result<Latency> {
+    let mut conns = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let mut c = workload_client(uds_channel(socket).await?);
+        one_call(&mut c, call).await?;
+        conns.push(c);
+    }
+    let period = Duration::from_secs_f64(clients as f64 / rate.max(1) as f64);
+    let began = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, mut c) in conns.into_iter().enumerate() {
+        // Spread the phases evenly: client i starts at i/clients of a period.
+        let phase = period.mul_f64(i as f64 / clients as f64);
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + phase, period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let until = Instant::now() + dur;
+            let mut lat = Vec::new();
+            loop {
+                tick.tick().await;
+                if Instant::now() >= until {
+                    break;
+                }
+                let t = Instant::now();
+                one_call(&mut c, call).await?;
+                lat.push(t.elapsed());
+            }
+            anyhow::Ok(lat)
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        all.extend(r??);
+    }
+    let elapsed = began.elapsed();
+    all.sort_unstable();
+    Ok(Latency {
+        calls: all.len(),
+        elapsed,
+        p50: percentile(&all, 0.50),
+        p99: percentile(&all, 0.99),
+        max: all.last().copied().unwrap_or_default(),
+    })
+}
+
 async fn one_call(c: &mut SpiffeWorkloadApiClient<Channel>, call: Call) -> Result<()> {
     match call {
         Call::X509 => {
@@ -399,7 +511,10 @@ async fn one_call(c: &mut SpiffeWorkloadApiClient<Channel>, call: Call) -> Resul
         }
         Call::Jwt => {
             let r = c
-                .fetch_jwtsvid(with_header(wpb::JwtsvidRequest { audience: vec!["bench".into()], spiffe_id: String::new() }))
+                .fetch_jwtsvid(with_header(wpb::JwtsvidRequest {
+                    audience: vec!["bench".into()],
+                    spiffe_id: String::new(),
+                }))
                 .await?
                 .into_inner();
             ensure!(!r.svids.is_empty(), "empty FetchJWTSVID answer");
@@ -432,7 +547,8 @@ async fn propagation(
     for i in 0..samples {
         let id = format!("spiffe://{TD}/bench/propagation/{i}");
         let sent = Instant::now();
-        let entry_id = create_entry(admin, parent, &format!("bench/propagation/{i}"), &format!("uid:{uid}")).await?;
+        let entry_id =
+            create_entry(admin, parent, &format!("bench/propagation/{i}"), &format!("uid:{uid}")).await?;
         loop {
             let m = tokio::time::timeout(Duration::from_secs(30), stream.next())
                 .await
@@ -470,21 +586,36 @@ struct Memory {
     base_kib: f64,
     loaded_kib: f64,
     per_svid_kib: f64,
+    restarted_kib: f64,
+    restarted_per_svid_kib: f64,
 }
 
 /// Gives `agent` `n` entries (selectors no process here matches, so only the cache is
 /// measured, not responses), waits until it has minted them all, and compares RSS.
-async fn memory(admin: &mut AdminClient<Channel>, agent: &Proc, n: usize) -> Result<Memory> {
+async fn memory(
+    admin: &mut AdminClient<Channel>,
+    agent: &mut Proc,
+    ferrid: &Path,
+    n: usize,
+    settle: Duration,
+) -> Result<Memory> {
+    let log = agent.log.clone();
     let wait_for_cache = |want: usize| {
-        let log = agent.log.clone();
+        let log = log.clone();
         async move {
             let needle = format!("SVID cache updated svids={want}");
             let deadline = Instant::now() + Duration::from_secs(600);
             while !std::fs::read_to_string(&log).unwrap_or_default().contains(&needle) {
-                ensure!(Instant::now() < deadline, "the agent never cached {want} SVIDs; see {}", log.display());
+                ensure!(
+                    Instant::now() < deadline,
+                    "the agent never cached {want} SVIDs; see {}",
+                    log.display()
+                );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            // Idle long enough for the allocator to hand freed pages back (jemalloc's
+            // default decay is 10 s): resident memory, not transient peaks.
+            tokio::time::sleep(settle).await;
             anyhow::Ok(())
         }
     };
@@ -493,10 +624,27 @@ async fn memory(admin: &mut AdminClient<Channel>, agent: &Proc, n: usize) -> Res
     wait_for_cache(1).await?;
     let base_kib = agent.rss_kib()?;
     for i in 0..n {
-        create_entry(admin, &agent.agent_id, &format!("bench/mem/{i}"), &format!("uid:{}", 3_000_000_000u64 + i as u64))
-            .await?;
+        create_entry(
+            admin,
+            &agent.agent_id,
+            &format!("bench/mem/{i}"),
+            &format!("uid:{}", 3_000_000_000u64 + i as u64),
+        )
+        .await?;
     }
     wait_for_cache(n + 1).await?;
     let loaded_kib = agent.rss_kib()?;
-    Ok(Memory { n, base_kib, loaded_kib, per_svid_kib: (loaded_kib - base_kib) / n as f64 })
+    // The same agent restarted: all N entries arrive in one sync, without the history
+    // of N growing full-state pushes behind it.
+    agent.restart_agent(ferrid)?;
+    wait_for_cache(n + 1).await?;
+    let restarted_kib = agent.rss_kib()?;
+    Ok(Memory {
+        n,
+        base_kib,
+        loaded_kib,
+        per_svid_kib: (loaded_kib - base_kib) / n as f64,
+        restarted_kib,
+        restarted_per_svid_kib: (restarted_kib - base_kib) / n as f64,
+    })
 }

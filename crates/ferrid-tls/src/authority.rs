@@ -215,7 +215,8 @@ impl AuthorityRewriter {
             } else {
                 None
             };
-            self.pending = Some(Pending { stream, flags, priority, block: payload.to_vec(), raw: frame.to_vec() });
+            self.pending =
+                Some(Pending { stream, flags, priority, block: payload.to_vec(), raw: frame.to_vec() });
         } else {
             let p = self.pending.as_mut().ok_or(RewriteError::Protocol("CONTINUATION without HEADERS"))?;
             if p.stream != stream {
