@@ -22,3 +22,7 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+
+echo "==> benchmark harness smoke run (figures are not checked; see docs/benchmarks.md)"
+cargo build --locked --quiet -p ferrid -p ferrid-bench
+target/debug/ferrid-bench --quick --ferrid target/debug/ferrid > /dev/null
