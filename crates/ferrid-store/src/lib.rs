@@ -142,6 +142,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
+        // Every write transaction starts with BEGIN IMMEDIATE: a deferred one that reads
+        // first and then writes cannot wait for the lock in WAL mode (SQLite answers
+        // SQLITE_BUSY at once instead of using busy_timeout) when another connection
+        // committed in between.
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| StoreError::Backend(format!("restricting {}: {e}", path.display())))?;
@@ -292,7 +296,7 @@ fn duplicate(e: &RegistrationEntry) -> StoreError {
 impl Store for SqliteStore {
     async fn create_entry(&self, entry: &RegistrationEntry) -> Result<RegistrationEntry, StoreError> {
         let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let r = sqlx::query(
             "INSERT INTO entries (id, spiffe_id, parent_id, fingerprint, x509_svid_ttl, jwt_svid_ttl, dns_names, \
              hint, admin, expires_at, metadata, revision, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
@@ -326,7 +330,7 @@ impl Store for SqliteStore {
         expected_revision: Option<i64>,
     ) -> Result<RegistrationEntry, StoreError> {
         let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query("SELECT revision, created_at FROM entries WHERE id = ?")
             .bind(&entry.id.0)
             .fetch_optional(&mut *tx)
@@ -376,7 +380,7 @@ impl Store for SqliteStore {
 
     async fn delete_entry(&self, id: &EntryId) -> Result<RegistrationEntry, StoreError> {
         let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let entry = {
             let row = sqlx::query("SELECT * FROM entries WHERE id = ?")
                 .bind(&id.0)
@@ -425,7 +429,7 @@ impl Store for SqliteStore {
 
     async fn list_entries(&self, filter: &EntryFilter) -> Result<Vec<RegistrationEntry>, StoreError> {
         // Two queries in one read transaction (a consistent snapshot), not one per entry.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut q = QueryBuilder::<Sqlite>::new(
             "SELECT s.entry_id, s.type, s.value FROM entry_selectors s JOIN entries e ON e.id = s.entry_id",
         );
@@ -479,7 +483,7 @@ impl Store for SqliteStore {
 
     async fn consume_join_token(&self, id: &str, now: i64) -> Result<JoinTokenRecord, StoreError> {
         let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query("UPDATE join_tokens SET used_at = ? WHERE id = ? AND used_at IS NULL")
             .bind(now)
             .bind(id)
@@ -500,7 +504,7 @@ impl Store for SqliteStore {
 
     async fn prune_join_tokens(&self, now: i64) -> Result<u64, StoreError> {
         let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let n = sqlx::query("DELETE FROM join_tokens WHERE expires_at < ?")
             .bind(now)
             .execute(&mut *tx)
@@ -555,7 +559,7 @@ impl Store for SqliteStore {
 
     async fn ban_agent(&self, id: &SpiffeId) -> Result<AgentRecord, StoreError> {
         let _w = self.write.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("UPDATE agents SET banned = 1 WHERE spiffe_id = ?")
             .bind(id.to_string())
             .execute(&mut *tx)
