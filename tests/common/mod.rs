@@ -48,21 +48,7 @@ impl Server {
             ),
         )
         .unwrap();
-        let mut child = Command::new(bin())
-            .args(["server", "--config"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ferrid server");
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = log.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let (child, log) = spawn_logged(&["server", "--config", cfg.to_str().unwrap()], &[]);
         let s = Server { child, dir: dir.to_owned(), node, health, log };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {

@@ -438,6 +438,11 @@ async fn latency(socket: &Path, clients: usize, dur: Duration, call: Call) -> Re
     }
     start.wait().await;
     let began = Instant::now();
+    collect(tasks, began).await
+}
+
+/// Joins the client tasks and summarises every latency they recorded.
+async fn collect(mut tasks: tokio::task::JoinSet<Result<Vec<Duration>>>, began: Instant) -> Result<Latency> {
     let mut all = Vec::new();
     while let Some(r) = tasks.join_next().await {
         all.extend(r??);
@@ -485,19 +490,7 @@ async fn open_loop(socket: &Path, clients: usize, rate: u64, dur: Duration, call
             anyhow::Ok(lat)
         });
     }
-    let mut all = Vec::new();
-    while let Some(r) = tasks.join_next().await {
-        all.extend(r??);
-    }
-    let elapsed = began.elapsed();
-    all.sort_unstable();
-    Ok(Latency {
-        calls: all.len(),
-        elapsed,
-        p50: percentile(&all, 0.50),
-        p99: percentile(&all, 0.99),
-        max: all.last().copied().unwrap_or_default(),
-    })
+    collect(tasks, began).await
 }
 
 async fn one_call(c: &mut SpiffeWorkloadApiClient<Channel>, call: Call) -> Result<()> {
