@@ -278,3 +278,93 @@ async fn watch_mode_follows_rotation_and_agent_restart() {
     drop(agent2);
     server.stop();
 }
+
+/// The `k8s_psat` node attestor end to end: a server configured with a cluster's
+/// issuer key, and an agent that attests with a projected service-account token read
+/// from a file. There is no Kubernetes cluster on this machine, so the token is signed
+/// here with the claims a 1.30+ kubelet puts in a projected token; the real tokens are
+/// covered in crates/ferrid-attest-k8s-psat/tests.
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_attests_with_a_kubernetes_projected_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let issuer_pem = tmp.path().join("issuer.pem");
+    std::fs::write(&issuer_pem, kp.public_key_pem()).unwrap();
+    let extra = format!(
+        "[k8s_psat.clusters.test]\nissuer = \"https://k8s.test\"\npublic_key_files = [\"{}\"]\n\
+         allowed_service_accounts = [\"ferrid:agent\"]\n",
+        issuer_pem.display()
+    );
+    let server = Server::start_with(&tmp.path().join("server"), format!("127.0.0.1:{}", free_port()), &extra);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let token_for = |sa: &str| {
+        let claims = serde_json::json!({
+            "iss": "https://k8s.test", "aud": ["ferrid-server"], "iat": now, "nbf": now, "exp": now + 3600,
+            "sub": format!("system:serviceaccount:ferrid:{sa}"),
+            "kubernetes.io": {
+                "namespace": "ferrid",
+                "serviceaccount": {"name": sa, "uid": "sa-uid"},
+                "pod": {"name": "ferrid-agent-abcde", "uid": "pod-uid"},
+                "node": {"name": "worker-1", "uid": "node-uid-1"}
+            }
+        });
+        let enc = jsonwebtoken::EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).unwrap();
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256), &claims, &enc)
+            .unwrap()
+    };
+    let bundle_file = tmp.path().join("bundle.pem");
+    std::fs::write(&bundle_file, server.ok(&["bundle", "show", "--format", "pem"])).unwrap();
+    let uid = nix::unistd::getuid().as_raw();
+    let agent_id = format!("spiffe://{TD}/ferrid/agent/k8s_psat/test/node-uid-1");
+    server.ok(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        &format!("spiffe://{TD}/k8s/web"),
+        "--parent-id",
+        &agent_id,
+        "--selector",
+        &format!("unix:uid:{uid}"),
+    ]);
+    let start_agent = |name: &str, sa: &str| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = dir.join("token");
+        std::fs::write(&token, token_for(sa)).unwrap();
+        let socket = dir.join("api.sock");
+        let config = dir.join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "trust_domain = \"{TD}\"\nserver_address = \"{}\"\ndata_dir = \"{}\"\nsocket_path = \"{}\"\n\
+                 trust_bundle_file = \"{}\"\nmax_backoff = \"1s\"\n[k8s_psat]\ncluster = \"test\"\ntoken_path = \"{}\"\n",
+                server.node,
+                dir.join("data").display(),
+                socket.display(),
+                bundle_file.display(),
+                token.display()
+            ),
+        )
+        .unwrap();
+        Agent::start(&config, &socket)
+    };
+
+    let agent = start_agent("good", "agent");
+    let client = eventually(30, "connect", || WorkloadApiClient::connect_to(agent.endpoint())).await;
+    let svid = eventually(30, "SVID through a k8s_psat agent", || client.fetch_x509_svid()).await;
+    assert_eq!(svid.spiffe_id().to_string(), format!("spiffe://{TD}/k8s/web"));
+    let agents = server.json(&["agent", "list"]);
+    assert!(agents.to_string().contains(&agent_id), "{agents}");
+    assert!(agents.to_string().contains("k8s_psat:agent_node_name:worker-1"), "{agents}");
+
+    // A service account the cluster does not allow: refused, with the reason in the log.
+    let bad = start_agent("bad", "default");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !bad.logs().contains("ferrid:default is not allowed") {
+        assert!(Instant::now() < deadline, "agent log: {}", bad.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(bad);
+    drop(agent);
+    server.stop();
+}

@@ -36,6 +36,11 @@ impl Server {
 
     /// Starts (or restarts) a server on `dir` with its node API on `node`.
     pub fn start_on(dir: &Path, node: String) -> Server {
+        Self::start_with(dir, node, "")
+    }
+
+    /// Starts a server whose configuration ends with `extra` (TOML sections).
+    pub fn start_with(dir: &Path, node: String, extra: &str) -> Server {
         std::fs::create_dir_all(dir).unwrap();
         let health = format!("127.0.0.1:{}", free_port());
         let cfg = dir.join("server.toml");
@@ -43,7 +48,7 @@ impl Server {
             &cfg,
             format!(
                 "trust_domain = \"{TD}\"\ndata_dir = \"{d}/data\"\nbind_address = \"{node}\"\n\
-                 health_address = \"{health}\"\nadmin_socket = \"{d}/admin.sock\"\n[log]\nlevel = \"debug\"\n",
+                 health_address = \"{health}\"\nadmin_socket = \"{d}/admin.sock\"\n[log]\nlevel = \"debug\"\n{extra}",
                 d = dir.display()
             ),
         )

@@ -78,6 +78,25 @@ pub struct AgentConfig {
     /// The unix workload attestor.
     #[serde(default)]
     pub unix: UnixSection,
+    /// Attest the node with its Kubernetes projected service-account token instead of
+    /// a join token.
+    #[serde(default)]
+    pub k8s_psat: Option<K8sPsatSection>,
+}
+
+/// `[k8s_psat]`: node attestation with a projected service-account token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct K8sPsatSection {
+    /// The cluster's name, as configured on the server.
+    pub cluster: String,
+    /// The projected token (audience `ferrid-server` by default), re-read at every attestation.
+    #[serde(default = "default_psat_token_path")]
+    pub token_path: PathBuf,
+}
+
+fn default_psat_token_path() -> PathBuf {
+    PathBuf::from("/var/run/secrets/tokens/ferrid-agent")
 }
 
 /// `[log]`

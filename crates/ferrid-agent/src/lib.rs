@@ -328,8 +328,15 @@ mod rustls_config {
     pub(crate) use ferrid_tls::rustls::ClientConfig;
 }
 
-/// Attests the node with the join token and returns the agent SVID and bundle.
-async fn attest(shared: &Shared) -> Result<(AgentSvid, Option<TrustBundle>), String> {
+/// The node attestor's name and payload: a projected service-account token when
+/// `[k8s_psat]` is configured (re-read every time: the kubelet rotates it), else the
+/// join token.
+fn attestation_data(shared: &Shared) -> Result<(&'static str, Vec<u8>), String> {
+    if let Some(psat) = &shared.cfg.k8s_psat {
+        let token = std::fs::read_to_string(&psat.token_path)
+            .map_err(|e| format!("reading the service-account token {}: {e}", psat.token_path.display()))?;
+        return Ok(("k8s_psat", ferrid_attest_k8s_psat::payload(&psat.cluster, &token)));
+    }
     let token = match &shared.cfg.join_token_file {
         Some(p) => {
             std::fs::read_to_string(p).map_err(|e| format!("reading join_token_file {}: {e}", p.display()))?
@@ -340,6 +347,12 @@ async fn attest(shared: &Shared) -> Result<(AgentSvid, Option<TrustBundle>), Str
             .clone()
             .ok_or("this agent has no SVID yet and no join_token (or join_token_file) to attest with")?,
     };
+    Ok(("join_token", token.trim().as_bytes().to_vec()))
+}
+
+/// Attests the node and returns the agent SVID and bundle.
+async fn attest(shared: &Shared) -> Result<(AgentSvid, Option<TrustBundle>), String> {
+    let (attestor, payload) = attestation_data(shared)?;
     let (key, csr) =
         ferrid_ca::generate_key_and_csr(KeyAlgorithm::EcP256, None).map_err(|e| e.to_string())?;
     let channel = ferrid_tls::node_channel(&shared.cfg.server_address, client_tls(shared, None)?)
@@ -347,10 +360,7 @@ async fn attest(shared: &Shared) -> Result<(AgentSvid, Option<TrustBundle>), Str
         .map_err(|e| format!("connecting to {}: {e}", shared.cfg.server_address))?;
     let first = npb::AttestAgentRequest {
         step: Some(npb::attest_agent_request::Step::Params(npb::AttestParams {
-            data: Some(npb::AttestationData {
-                r#type: "join_token".into(),
-                payload: token.trim().as_bytes().to_vec(),
-            }),
+            data: Some(npb::AttestationData { r#type: attestor.into(), payload }),
             csr,
         })),
     };
@@ -362,7 +372,7 @@ async fn attest(shared: &Shared) -> Result<(AgentSvid, Option<TrustBundle>), Str
     let result =
         match stream.message().await.map_err(|s| format!("node attestation refused: {}", s.message()))? {
             Some(npb::AttestAgentResponse { step: Some(npb::attest_agent_response::Step::Result(r)) }) => r,
-            _ => return Err("the join-token attestor does not answer challenges".into()),
+            _ => return Err(format!("the {attestor} attestor sent an unexpected challenge")),
         };
     let svid = result.svid.ok_or("server returned no agent SVID")?;
     let (not_before, not_after) =

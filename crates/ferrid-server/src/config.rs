@@ -87,6 +87,10 @@ pub struct ServerConfig {
     /// Node attestors.
     #[serde(default)]
     pub join_token: JoinTokenSection,
+    /// The `k8s_psat` node attestor: Kubernetes clusters whose agents attest with
+    /// projected service-account tokens (`[k8s_psat.clusters.<name>]`).
+    #[serde(default)]
+    pub k8s_psat: ferrid_attest_k8s_psat::PsatConfig,
     /// Request limits.
     #[serde(default)]
     pub limits: LimitsSection,
