@@ -18,10 +18,10 @@ use ferrid_proto::workload::{self as wpb, spiffe_workload_api_server::SpiffeWork
 use ferrid_tls::{UdsConn, UdsPeer};
 use ferrid_types::{RegistrationEntry, Selector, SelectorSet};
 use futures::Stream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 
 use crate::{AgentError, Shared, io_err};
@@ -147,6 +147,23 @@ impl WorkloadService {
         }
     }
 
+    /// The checks every identity-bearing call starts with: the security header, the
+    /// agent's readiness, then the caller's attestation into its selectors.
+    async fn admit<T>(&self, req: &Request<T>) -> Result<SelectorSet, Status> {
+        check_header(req)?;
+        self.ready()?;
+        self.identify(req).await
+    }
+
+    /// [`Self::admit`], and the caller must match at least one entry.
+    async fn admit_with_identity<T>(&self, req: &Request<T>) -> Result<SelectorSet, Status> {
+        let sels = self.admit(req).await?;
+        if self.matching(&sels).is_empty() {
+            return Err(Self::no_identity());
+        }
+        Ok(sels)
+    }
+
     /// Attests the caller into its selectors.
     async fn identify<T>(&self, req: &Request<T>) -> Result<SelectorSet, Status> {
         let peer =
@@ -222,37 +239,12 @@ impl WorkloadService {
         F: Fn(&Self) -> Result<Option<T>, Status> + Send + 'static,
     {
         let this = self.clone();
-        let mut changes = self.shared.changes.subscribe();
-        let mut stop = self.stop.clone();
-        let (tx, rx) = mpsc::channel(2);
-        tokio::spawn(async move {
-            let mut last: Option<T> = None;
-            loop {
-                changes.borrow_and_update();
-                match make(&this) {
-                    Ok(Some(msg)) if last.as_ref() != Some(&msg) => {
-                        if tx.send(Ok(msg.clone())).await.is_err() {
-                            return;
-                        }
-                        last = Some(msg);
-                    }
-                    Ok(_) => {}
-                    Err(status) => {
-                        let _ = tx.send(Err(status)).await;
-                        return;
-                    }
-                }
-                tokio::select! {
-                    r = changes.changed() => if r.is_err() { return },
-                    () = tx.closed() => return,
-                    () = async { let _ = stop.wait_for(|s| *s).await; } => {
-                        let _ = tx.send(Err(Status::unavailable("the agent is shutting down"))).await;
-                        return;
-                    }
-                }
-            }
-        });
-        Box::pin(ReceiverStream::new(rx))
+        Box::pin(ferrid_tls::serving::state_stream(
+            self.shared.changes.subscribe(),
+            self.stop.clone(),
+            "the agent is shutting down",
+            move || make(&this),
+        ))
     }
 }
 
@@ -327,12 +319,7 @@ impl SpiffeWorkloadApi for WorkloadService {
         &self,
         request: Request<wpb::X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
-        check_header(&request)?;
-        self.ready()?;
-        let sels = self.identify(&request).await?;
-        if self.matching(&sels).is_empty() {
-            return Err(Self::no_identity());
-        }
+        let sels = self.admit_with_identity(&request).await?;
         Ok(Response::new(self.stream(move |this| {
             this.ready()?;
             let entries = this.matching(&sels);
@@ -347,12 +334,7 @@ impl SpiffeWorkloadApi for WorkloadService {
         &self,
         request: Request<wpb::X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
-        check_header(&request)?;
-        self.ready()?;
-        let sels = self.identify(&request).await?;
-        if self.matching(&sels).is_empty() {
-            return Err(Self::no_identity());
-        }
+        self.admit_with_identity(&request).await?;
         Ok(Response::new(self.stream(|this| {
             let b = this.shared.bundle.load();
             Ok(b.as_ref().as_ref().map(|b| wpb::X509BundlesResponse {
@@ -366,9 +348,7 @@ impl SpiffeWorkloadApi for WorkloadService {
         &self,
         request: Request<wpb::JwtsvidRequest>,
     ) -> Result<Response<wpb::JwtsvidResponse>, Status> {
-        check_header(&request)?;
-        self.ready()?;
-        let sels = self.identify(&request).await?;
+        let sels = self.admit(&request).await?;
         let req = request.into_inner();
         if req.audience.is_empty() || req.audience.iter().any(String::is_empty) {
             return Err(Status::invalid_argument("audience must be specified"));
@@ -418,12 +398,7 @@ impl SpiffeWorkloadApi for WorkloadService {
         &self,
         request: Request<wpb::JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        check_header(&request)?;
-        self.ready()?;
-        let sels = self.identify(&request).await?;
-        if self.matching(&sels).is_empty() {
-            return Err(Self::no_identity());
-        }
+        self.admit_with_identity(&request).await?;
         Ok(Response::new(self.stream(|this| {
             let b = this.shared.bundle.load();
             Ok(b.as_ref().as_ref().map(|b| wpb::JwtBundlesResponse {

@@ -102,11 +102,7 @@ impl ServerHandle {
     /// Stops every listener and background task and waits for them.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        let drain = async { while self.tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
-            tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; closing them");
-            self.tasks.shutdown().await;
-        }
+        ferrid_tls::serving::drain(&mut self.tasks, SHUTDOWN_GRACE).await;
         let _ = std::fs::remove_file(&self.admin_socket);
     }
 

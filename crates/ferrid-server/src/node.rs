@@ -412,37 +412,11 @@ impl Node for NodeService {
     ) -> Result<Response<Self::WatchAuthorizedStream>, Status> {
         let agent = self.authenticate(&request)?;
         let this = self.clone();
-        let mut changes = self.shared.subscribe();
-        let mut stop = self.stop.clone();
-        let (tx, rx) = mpsc::channel(2);
-        tokio::spawn(async move {
-            let mut last: Option<pb::WatchAuthorizedResponse> = None;
-            loop {
-                changes.borrow_and_update();
-                match this.watch_state(&agent.spiffe_id) {
-                    Ok(state) => {
-                        if last.as_ref() != Some(&state) {
-                            if tx.send(Ok(state.clone())).await.is_err() {
-                                return;
-                            }
-                            last = Some(state);
-                        }
-                    }
-                    Err(status) => {
-                        let _ = tx.send(Err(status)).await;
-                        return;
-                    }
-                }
-                tokio::select! {
-                    changed = changes.changed() => if changed.is_err() { return },
-                    () = tx.closed() => return,
-                    () = async { let _ = stop.wait_for(|s| *s).await; } => {
-                        let _ = tx.send(Err(Status::unavailable("server shutting down"))).await;
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(ferrid_tls::serving::state_stream(
+            self.shared.subscribe(),
+            self.stop.clone(),
+            "server shutting down",
+            move || this.watch_state(&agent.spiffe_id).map(Some),
+        ))))
     }
 }

@@ -19,6 +19,7 @@ use tonic::transport::server::Connected;
 
 pub mod authority;
 mod client;
+pub mod serving;
 pub use client::node_channel;
 pub use rustls;
 
