@@ -131,11 +131,7 @@ impl AgentHandle {
     /// Stops the agent and removes its socket.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        let drain = async { while self.tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
-            tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; closing them");
-            self.tasks.shutdown().await;
-        }
+        ferrid_tls::serving::drain(&mut self.tasks, SHUTDOWN_GRACE).await;
         let _ = std::fs::remove_file(&self.socket_path);
     }
 
@@ -152,18 +148,7 @@ const AGENT_KEY_FILE: &str = "agent_key.der";
 const BUNDLE_FILE: &str = "bundle.json";
 
 fn write_private(path: &Path, data: &[u8]) -> Result<(), AgentError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io_err(format!("writing {}", tmp.display())))?;
-    f.write_all(data).and_then(|()| f.sync_all()).map_err(io_err(format!("writing {}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(io_err(format!("writing {}", path.display())))
+    ferrid_ca::write_atomic(path, data, 0o600).map_err(io_err(format!("writing {}", path.display())))
 }
 
 fn validity(der: &[u8]) -> Option<(i64, i64)> {

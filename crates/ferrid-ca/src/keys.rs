@@ -95,6 +95,25 @@ impl DiskKeyStore {
     }
 }
 
+/// Writes `data` to `path` so that a reader sees the old content or the new, never a
+/// part, and a crash leaves no half-written file: a temporary file beside it, created
+/// with `mode`, synced, renamed over `path`, then the directory synced. A leftover
+/// temporary file is removed first, so it cannot pass on a looser mode.
+pub fn write_atomic(path: &std::path::Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    let name = path.file_name().ok_or_else(|| std::io::Error::other("path has no file name"))?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
 impl KeyStore for DiskKeyStore {
     fn load(&self, id: &str) -> Result<Option<Zeroizing<Vec<u8>>>, CaError> {
         let path = self.path(id)?;
@@ -107,20 +126,8 @@ impl KeyStore for DiskKeyStore {
 
     fn store(&self, id: &str, pkcs8_der: &[u8]) -> Result<(), CaError> {
         let path = self.path(id)?;
-        let tmp = self.dir.join(format!(".{id}.tmp"));
-        let err = |e: std::io::Error| CaError::KeyStore(format!("writing {}: {e}", path.display()));
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(err)?;
-        f.write_all(pkcs8_der).map_err(err)?;
-        f.sync_all().map_err(err)?;
-        std::fs::rename(&tmp, &path).map_err(err)?;
-        std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(err)?;
-        Ok(())
+        write_atomic(&path, pkcs8_der, 0o600)
+            .map_err(|e| CaError::KeyStore(format!("writing {}: {e}", path.display())))
     }
 
     fn delete(&self, id: &str) -> Result<(), CaError> {
@@ -136,6 +143,21 @@ impl KeyStore for DiskKeyStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_atomic_replaces_content_and_ignores_a_stale_temporary_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.pem");
+        // A world-readable leftover from an interrupted write must not lend its mode.
+        let stale = dir.path().join(".key.pem.tmp");
+        std::fs::write(&stale, b"stale").unwrap();
+        std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o666)).unwrap();
+        write_atomic(&path, b"one", 0o600).unwrap();
+        write_atomic(&path, b"two", 0o600).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(!stale.exists());
+    }
 
     fn exercise(ks: &dyn KeyStore) {
         assert!(ks.load("a").unwrap().is_none());

@@ -25,7 +25,7 @@ pub use authority::{Authority, CaState};
 pub use bundle::{JwtAuthority, TrustBundle};
 pub use ferrid_types::KeyAlgorithm;
 use ferrid_types::{SpiffeId, TrustDomain};
-pub use keys::{DiskKeyStore, KeyStore, MemoryKeyStore};
+pub use keys::{DiskKeyStore, KeyStore, MemoryKeyStore, write_atomic};
 pub use x509::generate_key_and_csr;
 
 /// Largest CSR accepted, in bytes.

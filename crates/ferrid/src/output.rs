@@ -1,6 +1,4 @@
 //! Text and JSON rendering of admin API results, and the files `x509 mint` writes.
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -154,20 +152,7 @@ pub(crate) fn write_x509(dir: &Path, r: &pb::MintX509SvidResponse) -> Result<()>
 }
 
 pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    // A leftover temporary file would keep its old mode; start fresh so `mode` holds.
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    ferrid_ca::write_atomic(path, data, mode).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Reports a minted X.509-SVID.
