@@ -17,30 +17,7 @@ pub const DEFAULT_SOCKET: &str = "/tmp/ferrid/agent/public/api.sock";
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/ferrid/agent";
 
-/// A configuration problem, naming the key.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// Syntax, unknown key or wrong type.
-    #[error("invalid config: {0}")]
-    Parse(String),
-    /// A value is not acceptable.
-    #[error("invalid config: `{key}`: {reason}")]
-    Invalid {
-        /// The key.
-        key: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-}
+pub use ferrid_types::config::{ConfigError, LogConfig};
 
 /// The agent configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -74,7 +51,7 @@ pub struct AgentConfig {
     pub max_backoff: Duration,
     /// Logging.
     #[serde(default)]
-    pub log: LogSection,
+    pub log: LogConfig,
     /// The unix workload attestor.
     #[serde(default)]
     pub unix: UnixSection,
@@ -97,24 +74,6 @@ pub struct K8sPsatSection {
 
 fn default_psat_token_path() -> PathBuf {
     PathBuf::from("/var/run/secrets/tokens/ferrid-agent")
-}
-
-/// `[log]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogSection {
-    /// Level or filter directive.
-    #[serde(default = "default_level")]
-    pub level: String,
-    /// `text` or `json`.
-    #[serde(default = "default_format")]
-    pub format: String,
-}
-
-impl Default for LogSection {
-    fn default() -> Self {
-        Self { level: default_level(), format: default_format() }
-    }
 }
 
 /// `[unix]`
@@ -144,12 +103,6 @@ fn default_socket() -> PathBuf {
 fn default_backoff() -> Duration {
     Duration::from_secs(30)
 }
-fn default_level() -> String {
-    "info".into()
-}
-fn default_format() -> String {
-    "text".into()
-}
 
 impl AgentConfig {
     /// Reads and validates a file.
@@ -176,9 +129,7 @@ impl AgentConfig {
                     .into(),
             });
         }
-        if !matches!(c.log.format.as_str(), "text" | "json") {
-            return Err(ConfigError::Invalid { key: "log.format", reason: "must be text or json".into() });
-        }
+        c.log.validate()?;
         Ok((c, td))
     }
 }

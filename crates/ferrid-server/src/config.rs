@@ -22,34 +22,8 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/ferrid/server";
 /// Default admin socket path, found by the CLI without configuration.
 pub const DEFAULT_ADMIN_SOCKET: &str = "/tmp/ferrid/server/admin.sock";
 
-/// A configuration problem, naming the key and what is wrong.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// TOML syntax, an unknown key or a value of the wrong type (the message names the key and position).
-    #[error("invalid config: {0}")]
-    Parse(String),
-    /// A key has a value that parses but is not acceptable.
-    #[error("invalid config: `{key}`: {reason}")]
-    Invalid {
-        /// Dotted path of the key.
-        key: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-}
-
-fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key, reason: reason.into() }
-}
+use ferrid_types::config::invalid;
+pub use ferrid_types::config::{ConfigError, LogConfig};
 
 /// The whole server configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -94,24 +68,6 @@ pub struct ServerConfig {
     /// Request limits.
     #[serde(default)]
     pub limits: LimitsSection,
-}
-
-/// `[log]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogConfig {
-    /// `trace`, `debug`, `info`, `warn`, `error` or a tracing filter directive.
-    #[serde(default = "default_log_level")]
-    pub level: String,
-    /// `text` or `json`.
-    #[serde(default = "default_log_format")]
-    pub format: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self { level: default_log_level(), format: default_log_format() }
-    }
 }
 
 /// Where CA private keys are kept.
@@ -247,12 +203,6 @@ fn default_health() -> String {
 fn default_server_dns() -> Vec<String> {
     vec!["localhost".to_owned()]
 }
-fn default_log_level() -> String {
-    "info".to_owned()
-}
-fn default_log_format() -> String {
-    "text".to_owned()
-}
 fn default_ca_ttl() -> Duration {
     Duration::from_secs(24 * 3600)
 }
@@ -369,9 +319,7 @@ impl ServerConfig {
             }
             _ => {}
         }
-        if !matches!(self.log.format.as_str(), "text" | "json") {
-            return Err(invalid("log.format", format!("{:?} is not one of text, json", self.log.format)));
-        }
+        self.log.validate()?;
         if self.limits.max_message_bytes < 1024 {
             return Err(invalid("limits.max_message_bytes", "must be at least 1024"));
         }

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod clock;
+pub mod config;
 mod entry;
 mod id;
 mod selector;
