@@ -15,13 +15,11 @@ use ferrid_attest::{PeerCredentials, WorkloadAttestor};
 use ferrid_proto::node::v1 as npb;
 use ferrid_proto::types::v1 as tpb;
 use ferrid_proto::workload::{self as wpb, spiffe_workload_api_server::SpiffeWorkloadApi};
-use ferrid_tls::{UdsConn, UdsPeer};
+use ferrid_tls::UdsPeer;
 use ferrid_types::{RegistrationEntry, Selector, SelectorSet};
 use futures::Stream;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 
 use crate::{AgentError, Shared, io_err};
@@ -91,7 +89,7 @@ pub(crate) struct WorkloadService {
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     path: &Path,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     tasks: &mut JoinSet<()>,
 ) -> Result<(), AgentError> {
     if let Some(dir) = path.parent() {
@@ -112,18 +110,8 @@ pub(crate) async fn serve(
         stop: stop.clone(),
     })
     .max_decoding_message_size(64 * 1024);
-    let incoming = UnixListenerStream::new(listener).map(|r| r.map(UdsConn::new));
-    tasks.spawn(async move {
-        let r = tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = stop.changed().await;
-            })
-            .await;
-        if let Err(e) = r {
-            tracing::error!(error = %e, "Workload API stopped");
-        }
-    });
+    let router = tonic::transport::Server::builder().add_service(svc);
+    tasks.spawn(ferrid_tls::serving::serve_unix(router, listener, stop, "Workload API"));
     Ok(())
 }
 

@@ -39,13 +39,12 @@ use ferrid_types::{Clock, JoinTokenRecord};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 
 pub use config::{ServerConfig, ValidatedConfig};
 
 use crate::state::Shared;
-use crate::tls::{TlsConn, UdsConn};
+use crate::tls::TlsConn;
 
 /// Name of the SQLite file inside the data directory.
 pub const DATASTORE_FILE: &str = "datastore.sqlite3";
@@ -316,19 +315,8 @@ pub async fn start(cfg: ValidatedConfig, clock: Arc<dyn Clock>) -> Result<Server
     {
         let svc = AdminServer::new(admin::AdminService { shared: shared.clone() })
             .max_decoding_message_size(1 << 20);
-        let incoming = UnixListenerStream::new(uds).map(|r| r.map(UdsConn::new));
-        let mut stop = shutdown_rx.clone();
-        tasks.spawn(async move {
-            let r = tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = stop.changed().await;
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "admin API stopped");
-            }
-        });
+        let router = tonic::transport::Server::builder().add_service(svc);
+        tasks.spawn(ferrid_tls::serving::serve_unix(router, uds, shutdown_rx.clone(), "admin API"));
     }
 
     // Health and metrics.

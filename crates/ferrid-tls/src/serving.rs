@@ -54,6 +54,28 @@ where
     ReceiverStream::new(rx)
 }
 
+/// Serves `router` on a Unix socket until `stop` changes, each connection wrapped in
+/// [`crate::UdsConn`] (peer credentials, `:authority` repair); logs why it ended if it
+/// failed.
+pub async fn serve_unix(
+    router: tonic::transport::server::Router,
+    listener: tokio::net::UnixListener,
+    mut stop: watch::Receiver<bool>,
+    what: &'static str,
+) {
+    use tokio_stream::StreamExt;
+    let incoming =
+        tokio_stream::wrappers::UnixListenerStream::new(listener).map(|r| r.map(crate::UdsConn::new));
+    let r = router
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop.changed().await;
+        })
+        .await;
+    if let Err(e) = r {
+        tracing::error!(error = %e, "{what} stopped");
+    }
+}
+
 /// Waits for `tasks` to finish, for at most `grace`; then aborts what is left.
 pub async fn drain(tasks: &mut JoinSet<()>, grace: Duration) {
     let all = async { while tasks.join_next().await.is_some() {} };
