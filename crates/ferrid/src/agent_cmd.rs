@@ -10,7 +10,7 @@ use futures::StreamExt;
 use serde_json::json;
 use spiffe::WorkloadApiClient;
 
-use crate::output::{Output, write_file};
+use crate::output::Output;
 use crate::server_cmd::{init_logging, shutdown_signal};
 
 /// Default Workload API endpoint.
@@ -95,16 +95,13 @@ fn pem_chain(certs: &[spiffe::cert::Certificate]) -> String {
 
 fn write_context(dir: &Path, ctx: &spiffe::X509Context) -> Result<String> {
     let svid = ctx.default_svid().context("the Workload API returned no X.509-SVID")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    write_file(&dir.join("svid.pem"), pem_chain(svid.cert_chain()).as_bytes(), 0o644)?;
-    let key = pem::encode(&pem::Pem::new("PRIVATE KEY", svid.private_key().as_ref().to_vec()));
-    write_file(&dir.join("key.pem"), key.as_bytes(), 0o600)?;
     let bundle: String = ctx
         .bundle_set()
         .get(svid.spiffe_id().trust_domain())
         .map(|b| pem_chain(b.authorities()))
         .unwrap_or_default();
-    write_file(&dir.join("bundle.pem"), bundle.as_bytes(), 0o644)?;
+    let chain: Vec<&[u8]> = svid.cert_chain().iter().map(|c| c.as_bytes()).collect();
+    crate::output::write_svid_files(dir, &chain, Some(svid.private_key().as_ref()), &bundle)?;
     Ok(svid.spiffe_id().to_string())
 }
 

@@ -135,20 +135,33 @@ pub(crate) fn bundle_pem(b: &tpb::Bundle) -> String {
     b.x509_authorities.iter().map(|der| pem::encode(&pem::Pem::new("CERTIFICATE", der.clone()))).collect()
 }
 
-/// Writes svid.pem, key.pem (0600) and bundle.pem.
+/// Writes svid.pem, key.pem (0600) and bundle.pem from a minted SVID.
 pub(crate) fn write_x509(dir: &Path, r: &pb::MintX509SvidResponse) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let svid = r.svid.as_ref().context("server returned no SVID")?;
-    let chain: String =
-        svid.cert_chain.iter().map(|der| pem::encode(&pem::Pem::new("CERTIFICATE", der.clone()))).collect();
-    write_file(&dir.join("svid.pem"), chain.as_bytes(), 0o644)?;
-    if !r.private_key.is_empty() {
-        let key = pem::encode(&pem::Pem::new("PRIVATE KEY", r.private_key.clone()));
+    let key = (!r.private_key.is_empty()).then_some(r.private_key.as_slice());
+    let bundle = r.bundle.as_ref().map(bundle_pem).unwrap_or_default();
+    write_svid_files(dir, &svid.cert_chain, key, &bundle)
+}
+
+/// Writes `dir`/key.pem (0600, PKCS#8) and bundle.pem, then svid.pem last, each
+/// atomically: a program that sees a new svid.pem finds its key already in place.
+pub(crate) fn write_svid_files(
+    dir: &Path,
+    chain_der: &[impl AsRef<[u8]>],
+    key_pkcs8: Option<&[u8]>,
+    bundle_pem: &str,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    if let Some(key) = key_pkcs8 {
+        let key = pem::encode(&pem::Pem::new("PRIVATE KEY", key.to_vec()));
         write_file(&dir.join("key.pem"), key.as_bytes(), 0o600)?;
     }
-    let bundle = r.bundle.as_ref().map(bundle_pem).unwrap_or_default();
-    write_file(&dir.join("bundle.pem"), bundle.as_bytes(), 0o644)?;
-    Ok(())
+    write_file(&dir.join("bundle.pem"), bundle_pem.as_bytes(), 0o644)?;
+    let chain: String = chain_der
+        .iter()
+        .map(|der| pem::encode(&pem::Pem::new("CERTIFICATE", der.as_ref().to_vec())))
+        .collect();
+    write_file(&dir.join("svid.pem"), chain.as_bytes(), 0o644)
 }
 
 pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
