@@ -12,8 +12,13 @@
 //!   passes in (an injected clock), with a small leeway.
 //! - Tokens over [`MAX_TOKEN_BYTES`] are refused unparsed.
 //!
+//! - Keys can also be fetched from the issuer by OIDC discovery or a JWKS URL, cached
+//!   and refreshed on an unknown `kid` ([`remote::RemoteKeys`]).
+//!
 //! Signatures are verified by `jsonwebtoken` on its aws-lc-rs backend.
 #![forbid(unsafe_code)]
+
+pub mod remote;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -79,6 +84,10 @@ pub enum JwtError {
     /// A key could not be loaded.
     #[error("invalid key: {0}")]
     BadKey(String),
+    /// The issuer's keys could not be fetched (discovery or JWKS request failed) and
+    /// none are cached.
+    #[error("issuer keys unavailable: {0}")]
+    KeysUnavailable(String),
 }
 
 #[derive(Clone)]
@@ -116,6 +125,42 @@ impl KeySet {
             keys.push(Key { kid: jwk.common.key_id.clone(), alg, key });
         }
         Ok(Self { keys })
+    }
+
+    /// Keys from a JWKS document served by a third party: keys this verifier cannot
+    /// use (symmetric, encryption-only, unknown types) are skipped, not fatal. Returns the
+    /// keys and how many were skipped.
+    pub fn from_jwks_lenient(json: &[u8]) -> Result<(Self, usize), JwtError> {
+        let doc: serde_json::Value =
+            serde_json::from_slice(json).map_err(|e| JwtError::BadKey(format!("JWKS: {e}")))?;
+        let list = doc
+            .get("keys")
+            .and_then(serde_json::Value::as_array)
+            .ok_or_else(|| JwtError::BadKey("JWKS: no \"keys\" array".into()))?;
+        let mut keys = Vec::new();
+        let mut skipped = 0;
+        for raw in list {
+            if raw.get("use").and_then(serde_json::Value::as_str).is_some_and(|u| u != "sig") {
+                skipped += 1;
+                continue;
+            }
+            let Ok(jwk) = serde_json::from_value::<jsonwebtoken::jwk::Jwk>(raw.clone()) else {
+                skipped += 1;
+                continue;
+            };
+            if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) {
+                skipped += 1;
+                continue;
+            }
+            match DecodingKey::from_jwk(&jwk) {
+                Ok(key) => {
+                    let alg = jwk.common.key_algorithm.and_then(|a| a.to_string().parse().ok());
+                    keys.push(Key { kid: jwk.common.key_id.clone(), alg, key });
+                }
+                Err(_) => skipped += 1,
+            }
+        }
+        Ok((Self { keys }, skipped))
     }
 
     /// Keys from PEM: RSA or EC public keys (`PUBLIC KEY`, `RSA PUBLIC KEY`) or
