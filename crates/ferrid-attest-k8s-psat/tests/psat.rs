@@ -31,9 +31,8 @@ fn cluster(audience: &str, issuer: Option<&str>, allowed: &[&str]) -> ClusterCon
     ClusterConfig {
         audience: audience.into(),
         issuer: issuer.map(Into::into),
-        jwks_file: None,
-        public_key_files: vec![],
         allowed_service_accounts: allowed.iter().map(|s| (*s).to_owned()).collect(),
+        ..ClusterConfig::default()
     }
 }
 
@@ -52,17 +51,17 @@ fn rejected_with(r: Result<Attested, AttestError>, needle: &str) {
 
 /// minikube, Kubernetes 1.30+ bound token with node claims, issuer JWKS from
 /// /openid/v1/jwks. Valid 1730720733..1730727933.
-fn minikube(allowed: &[&str], audience: &str, issuer: &str) -> K8sPsatAttestor {
+async fn minikube(allowed: &[&str], audience: &str, issuer: &str) -> K8sPsatAttestor {
     let mut cfg = PsatConfig::default();
     let mut c = cluster(audience, Some(issuer), allowed);
     c.jwks_file = Some(data("bound-token-with-node/jwks.json"));
     cfg.clusters.insert("minikube".into(), c);
-    K8sPsatAttestor::from_config(&cfg).unwrap()
+    K8sPsatAttestor::from_config(&cfg).await.unwrap()
 }
 
 #[tokio::test]
 async fn real_bound_token_with_node_claims_attests_at_its_time() {
-    let a = minikube(&["default:svc1-sa"], "gcp-sts-audience", "https://some-address");
+    let a = minikube(&["default:svc1-sa"], "gcp-sts-audience", "https://some-address").await;
     let token = read("bound-token-with-node/token.jwt");
     let got = attest(&a, "minikube", &token, 1_730_720_733 + 60).await.unwrap();
     assert_eq!(got.agent_path.len(), 2);
@@ -80,11 +79,11 @@ async fn real_bound_token_with_node_claims_attests_at_its_time() {
 async fn real_bound_token_is_refused_today_and_under_the_wrong_policy() {
     let token = read("bound-token-with-node/token.jwt");
     let when = 1_730_720_733 + 60;
-    let ok = minikube(&["default:svc1-sa"], "gcp-sts-audience", "https://some-address");
+    let ok = minikube(&["default:svc1-sa"], "gcp-sts-audience", "https://some-address").await;
     assert!(matches!(attest(&ok, "minikube", &token, TODAY).await, Err(AttestError::Expired(_))));
     rejected_with(
         attest(
-            &minikube(&["kube-system:ferrid-agent"], "gcp-sts-audience", "https://some-address"),
+            &minikube(&["kube-system:ferrid-agent"], "gcp-sts-audience", "https://some-address").await,
             "minikube",
             &token,
             when,
@@ -94,7 +93,7 @@ async fn real_bound_token_is_refused_today_and_under_the_wrong_policy() {
     );
     rejected_with(
         attest(
-            &minikube(&["default:svc1-sa"], "ferrid-server", "https://some-address"),
+            &minikube(&["default:svc1-sa"], "ferrid-server", "https://some-address").await,
             "minikube",
             &token,
             when,
@@ -104,7 +103,7 @@ async fn real_bound_token_is_refused_today_and_under_the_wrong_policy() {
     );
     rejected_with(
         attest(
-            &minikube(&["default:svc1-sa"], "gcp-sts-audience", "https://other"),
+            &minikube(&["default:svc1-sa"], "gcp-sts-audience", "https://other").await,
             "minikube",
             &token,
             when,
@@ -116,17 +115,17 @@ async fn real_bound_token_is_refused_today_and_under_the_wrong_policy() {
 }
 
 /// HashiCorp's vault-plugin-auth-kubernetes fixtures: an RSA public key for minikube.
-fn vault(allowed: &[&str], key: &str) -> K8sPsatAttestor {
+async fn vault(allowed: &[&str], key: &str) -> K8sPsatAttestor {
     let mut cfg = PsatConfig::default();
     let mut c = cluster("kubernetes.default.svc", Some("kubernetes/serviceaccount"), allowed);
     c.public_key_files = vec![data(key)];
     cfg.clusters.insert("vault".into(), c);
-    K8sPsatAttestor::from_config(&cfg).unwrap()
+    K8sPsatAttestor::from_config(&cfg).await.unwrap()
 }
 
 #[tokio::test]
 async fn real_projected_token_without_node_claims_is_refused_precisely() {
-    let a = vault(&["default:default"], "vault-plugin-tokens/testMinikubePubKey.pem");
+    let a = vault(&["default:default"], "vault-plugin-tokens/testMinikubePubKey.pem").await;
     // Signature, issuer, audience and time all pass; the token predates node claims.
     let token = read("vault-plugin-tokens/jwtProjectedData.jwt");
     rejected_with(attest(&a, "vault", &token, 1_604_082_797 + 10).await, "no node claim");
@@ -135,7 +134,7 @@ async fn real_projected_token_without_node_claims_is_refused_precisely() {
     let expired = read("vault-plugin-tokens/jwtProjectedDataExpired.jwt");
     assert!(matches!(attest(&a, "vault", &expired, TODAY).await, Err(AttestError::Expired(_))));
     // Under a policy that does not list its account, that is what is said first.
-    let strict = vault(&["kube-system:ferrid-agent"], "vault-plugin-tokens/testMinikubePubKey.pem");
+    let strict = vault(&["kube-system:ferrid-agent"], "vault-plugin-tokens/testMinikubePubKey.pem").await;
     rejected_with(
         attest(&strict, "vault", &token, 1_604_082_797 + 10).await,
         "default:default is not allowed",
@@ -144,7 +143,7 @@ async fn real_projected_token_without_node_claims_is_refused_precisely() {
 
 #[tokio::test]
 async fn real_legacy_and_forged_tokens_are_refused() {
-    let a = vault(&["default:vault-auth"], "vault-plugin-tokens/testRSACert.pem");
+    let a = vault(&["default:vault-auth"], "vault-plugin-tokens/testRSACert.pem").await;
     // Legacy secret-based token: valid signature under the cluster certificate, but no
     // audience and no expiry.
     rejected_with(attest(&a, "vault", &read("vault-plugin-tokens/jwtData.jwt"), TODAY).await, "legacy");
@@ -285,8 +284,8 @@ async fn passes_the_attestor_contract() {
     testkit::assert_rejects_garbage(&att, at(NOW)).await;
 }
 
-#[test]
-fn configuration_errors_name_the_cluster_and_the_problem() {
+#[tokio::test]
+async fn configuration_errors_name_the_cluster_and_the_problem() {
     let s = signer();
     let keys = || -> BTreeMap<String, KeySet> {
         [("c".to_owned(), KeySet::from_pem(s.public_pem.as_bytes()).unwrap())].into()
@@ -309,6 +308,6 @@ fn configuration_errors_name_the_cluster_and_the_problem() {
     assert!(e.contains("no issuer keys"), "{e}");
     let mut c = cluster("ferrid-server", None, &["a:b"]);
     c.jwks_file = Some("/nonexistent/jwks.json".into());
-    let e = K8sPsatAttestor::from_config(&one(c, "c")).unwrap_err();
+    let e = K8sPsatAttestor::from_config(&one(c, "c")).await.unwrap_err();
     assert!(e.contains("/nonexistent/jwks.json"), "{e}");
 }

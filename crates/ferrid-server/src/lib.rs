@@ -227,6 +227,7 @@ pub async fn start(cfg: ValidatedConfig, clock: Arc<dyn Clock>) -> Result<Server
     }
     if !cfg.raw.k8s_psat.clusters.is_empty() {
         let psat = ferrid_attest_k8s_psat::K8sPsatAttestor::from_config(&cfg.raw.k8s_psat)
+            .await
             .map_err(|e| ServerError::Other(format!("invalid config: `k8s_psat`: {e}")))?;
         attestors.register(Arc::new(psat)).map_err(|e| ServerError::Other(e.to_string()))?;
         tracing::info!(clusters = cfg.raw.k8s_psat.clusters.len(), "k8s_psat node attestor enabled");
