@@ -65,6 +65,9 @@ pub struct ServerConfig {
     /// projected service-account tokens (`[k8s_psat.clusters.<name>]`).
     #[serde(default)]
     pub k8s_psat: ferrid_attest_k8s_psat::PsatConfig,
+    /// Publish the trust bundle to a Kubernetes ConfigMap (`[k8s_bundle]`).
+    #[serde(default)]
+    pub k8s_bundle: Option<crate::k8s_bundle::K8sBundleSection>,
     /// Request limits.
     #[serde(default)]
     pub limits: LimitsSection,

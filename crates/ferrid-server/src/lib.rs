@@ -10,6 +10,7 @@ mod admin;
 pub mod config;
 mod error;
 mod health;
+pub mod k8s_bundle;
 mod metrics;
 mod node;
 mod state;
@@ -325,6 +326,26 @@ pub async fn start(cfg: ValidatedConfig, clock: Arc<dyn Clock>) -> Result<Server
         Some(addr) => Some(health::serve(addr, shared.clone(), shutdown_rx.clone(), &mut tasks).await?),
         None => None,
     };
+
+    // The trust bundle, published to a Kubernetes ConfigMap for agents and relying services.
+    if let Some(kb) = &cfg.raw.k8s_bundle {
+        let ns = kb.resolve_namespace().map_err(|e| ServerError::Other(format!("invalid config: {e}")))?;
+        let client = ferrid_attest_k8s_psat::kube_client(kb.kubeconfig.as_deref())
+            .await
+            .map_err(|e| ServerError::Other(format!("invalid config: `k8s_bundle`: {e}")))?;
+        let publisher = k8s_bundle::Publisher::new(client, &ns, &kb.config_map, &kb.key);
+        let bundle_of = shared.clone();
+        tasks.spawn(k8s_bundle::run(
+            publisher,
+            move || {
+                let b = bundle_of.bundle();
+                (b.sequence, b.to_pem())
+            },
+            shared.subscribe(),
+            shutdown_rx.clone(),
+        ));
+        tracing::info!(namespace = %ns, config_map = %kb.config_map, "publishing the trust bundle to Kubernetes");
+    }
 
     // Rotation, server certificate renewal, housekeeping.
     {
