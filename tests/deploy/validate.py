@@ -35,6 +35,7 @@ import functools
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -967,6 +968,48 @@ def rust_floor(cargo: str) -> tuple[tuple[int, int] | None, str]:
     return best, who
 
 
+def command_lines(objs: list[Obj], notes: str) -> list[tuple[str, list[str]]]:
+    """Every ferrid command line the deployment runs or tells people to run: container
+    args (the image's ENTRYPOINT is ferrid), exec probes, and `-- ferrid ...` in NOTES."""
+    out = []
+    for o in objs:
+        for c in containers(pod_spec(o) or {}):
+            if c.get("args") and not c.get("command"):
+                out.append((f"{kn(o)} args", list(c["args"])))
+            for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+                cmd = ((c.get(probe) or {}).get("exec") or {}).get("command") or []
+                if cmd[:1] == ["/usr/local/bin/ferrid"]:
+                    out.append((f"{kn(o)} {probe}", cmd[1:]))
+    joined = re.sub(r"\\\n\s*", " ", notes)
+    for line in joined.splitlines():
+        if " -- ferrid " in line:
+            out.append(("NOTES.txt", shlex.split(line.split(" -- ferrid ", 1)[1])))
+    return out
+
+
+def cli_errors(binary: Path, cmds: list[tuple[str, list[str]]]) -> list[str]:
+    """Runs each command line against the real binary, pointed at sockets and files that
+    do not exist: it may fail to connect or to read its configuration, but clap must
+    accept the arguments (clap exits 2 on a usage error)."""
+    errs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "SPIFFE_ENDPOINT_SOCKET": f"unix://{tmp}/none.sock", "FERRID_ADMIN_SOCKET": f"{tmp}/none.sock"}
+        for origin, argv in cmds:
+            argv = [a.replace("/etc/ferrid/", f"{tmp}/absent/").replace("/run/svid", f"{tmp}/svid")
+                    .replace("unix:///run/ferrid/sockets/", f"unix://{tmp}/") for a in argv]
+            if "--admin-socket" not in argv and argv[:2] in (["entry", "create"], ["agent", "list"]):
+                argv += ["--admin-socket", f"{tmp}/none.sock"]
+            try:
+                r = subprocess.run([str(binary), *argv], capture_output=True, text=True, env=env, timeout=5)
+            except subprocess.TimeoutExpired:
+                continue  # still running (e.g. --watch retrying): the arguments parsed
+            if r.returncode == 2 or "Usage:" in r.stderr:
+                errs.append(f"{origin}: `ferrid {' '.join(argv)}` is refused by the CLI: {r.stderr.strip()[:300]}")
+            elif r.returncode == 0 and argv[0] in ("server", "agent") and "--config" in argv:
+                errs.append(f"{origin}: `ferrid {' '.join(argv)}` succeeded with a missing config?")
+    return errs
+
+
 def elf_needed(path: Path) -> list[str] | None:
     r = run(["readelf", "-d", str(path)]) if shutil.which("readelf") else None
     if r is None or r.returncode:
@@ -989,6 +1032,16 @@ class Tools:
             return json.loads(r.stdout)["clientVersion"]["gitVersion"] if r.returncode == 0 else r.stderr
         r = run([getattr(self, name), "version", "--template", "{{.Version}}"])
         return r.stdout.strip() if r.returncode == 0 else r.stderr
+
+    def notes(self, chart: Path, namespace: str, values: list[str]) -> tuple[str, list[str]]:
+        # Helm 4's client-side dry run renders NOTES.txt without a cluster.
+        cmd = [self.helm, "install", "ferrid", str(chart), "--namespace", namespace, "--dry-run=client"]
+        for v in values:
+            cmd += ["--values", v]
+        r = run(cmd, env={**os.environ, "KUBECONFIG": os.devnull})
+        if r.returncode or "NOTES:" not in r.stdout:
+            return "", [f"helm install --dry-run=client failed: {r.stderr.strip()[:400]}"]
+        return r.stdout.split("NOTES:", 1)[1], []
 
     def template(self, helm: str, chart: Path, namespace: str, values: list[str] = (), extra: list[str] = ()) -> tuple[list[Obj], list[str]]:
         cmd = [helm, "template", "ferrid", str(chart), "--namespace", namespace]
@@ -1026,6 +1079,9 @@ def main() -> int:
         plain[rel(f)] = objs
         rep.check(f"{rel(f)}: {len(objs)} objects, strict schemas + lint",
                   errs + validate_schemas(objs) + [e for o in objs for e in lint_object(o)])
+    covered = {ROOT / n for n in plain} | {DEPLOY / "kustomization.yaml"}
+    stray = [rel(f) for f in sorted(DEPLOY.rglob("*.y*ml")) if f not in covered and CHART not in f.parents]
+    rep.check("every YAML file under deploy/ is validated (or is part of the chart)", [f"{f} is not" for f in stray])
     top = [o for name, objs in plain.items() if not name.startswith("deploy/examples/") for o in objs]
     example = [o for name, objs in plain.items() if name.startswith("deploy/examples/") for o in objs]
 
@@ -1071,7 +1127,8 @@ def main() -> int:
                       [] if cf.get("rust", (0, 0)) >= floor else [f"rust {cf.get('rust')} < {floor}: {who}"])
     else:
         rep.skip("Containerfile dependency stage under cargo, rust version vs dependencies", "no cargo on PATH")
-    built = [p for p in (ROOT / "target/release/ferrid", ROOT / "target/debug/ferrid") if p.exists()]
+    built = sorted((p for p in (ROOT / "target/release/ferrid", ROOT / "target/debug/ferrid") if p.exists()),
+                   key=lambda p: p.stat().st_mtime, reverse=True)
     needed = elf_needed(built[0]) if built else None
     if needed is None:
         rep.skip("the binary's shared libraries are in distroless/cc", "no built target/*/ferrid or no readelf")
@@ -1103,7 +1160,7 @@ def main() -> int:
               errs + ([] if [strip_origin(o) for o in chart3] == [strip_origin(o) for o in chart_default]
                       else [d for a, b in zip(chart3, chart_default) for d in diff(strip_origin(a), strip_origin(b))] or ["different object counts"]))
     _, errs = tools.template(tools.helm, CHART, NAMESPACE, extra=["--kube-version", "1.30.0"])
-    rep.check("the chart installs on Kubernetes 1.30 (kubeVersion)", errs)
+    rep.check("the chart's kubeVersion admits Kubernetes 1.30", errs)
     _, errs = tools.template(tools.helm, CHART, NAMESPACE, extra=["--kube-version", "1.29.0"])
     rep.rejects("the chart refuses Kubernetes 1.29 (no node claims in tokens)", errs, "kubeVersion|incompatible|not compatible")
 
@@ -1112,12 +1169,42 @@ def main() -> int:
               errs + validate_schemas(nd) + [e for o in nd for e in lint_object(o)] + lint_references(nd, external_config_maps=["ferrid-bundle"]))
     rep.check("contract (chart, non-default values)", contract(nd, cf))
     rep.check("non-default values land where they should", nondefault_landed(nd))
+    notes, errs = tools.notes(CHART, "identity", [str(NONDEFAULT_VALUES)])
+    rep.check("NOTES.txt renders (helm install --dry-run=client) with the values in its commands",
+              errs + notes_errors(notes))
+    if built:
+        cmds = command_lines(kobjs + example, notes)
+        rep.check(f"{len(cmds)} ferrid command lines (container args, probes, NOTES.txt) parse with {rel(built[0])}",
+                  cli_errors(built[0], cmds))
+        rep.rejects("the CLI check refuses a misspelled flag (agent healthcheck --sockett)",
+                    cli_errors(built[0], [("probe", ["agent", "healthcheck", "--sockett", "unix:///run/ferrid/sockets/api.sock"])]),
+                    "refused by the CLI")
+        rep.rejects("the CLI check refuses an unknown subcommand (entry add)",
+                    cli_errors(built[0], [("NOTES.txt", ["entry", "add", "--spiffe-id", "spiffe://example.org/x"])]),
+                    "refused by the CLI")
+    else:
+        rep.skip("ferrid command lines parse with the real CLI", "no built target/*/ferrid")
 
     # --- Self-checks: every checker must reject broken input.
     self_checks(rep, tools, kobjs, chart_default, example, ws, cf)
 
     print(f"deploy: {rep.passed} passed, {rep.failed} failed, {rep.skipped} skipped")
     return 1 if rep.failed else 0
+
+
+def notes_errors(notes: str) -> list[str]:
+    v = yaml.safe_load(NONDEFAULT_VALUES.read_text())
+    td, cluster = v["trustDomain"], v["clusterName"]
+    want = [
+        "kubectl exec -n identity ferrid-server-0 -- ferrid entry create",
+        f"--spiffe-id spiffe://{td}/nodes/{cluster}",
+        f"--parent-id spiffe://{td}/ferrid/server",
+        f"--selector k8s_psat:cluster:{cluster}",
+        f"--parent-id spiffe://{td}/nodes/{cluster}",
+        "--selector k8s:ns:default --selector k8s:sa:ferrid-demo",
+        "SPIFFE_ENDPOINT_SOCKET=unix:///run/ferrid/sockets/api.sock",
+    ]
+    return [f"NOTES.txt lacks {w!r}" for w in want if w not in notes]
 
 
 def nondefault_landed(objs: list[Obj]) -> list[str]:
