@@ -40,6 +40,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import tomllib
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -97,6 +98,7 @@ class Report:
         else:
             hit = next(e for e in errors if re.search(expect, e))
             hit = re.sub(r"^.*?(\[k8s [0-9.]+\] |: )(?=.)", "", hit, count=1) if "broken copy" in hit else hit
+            hit = " | ".join(l.strip() for l in hit.splitlines() if l.strip())
             self.check(f"self-check: {name} -> {hit[:150]}", [])
 
     def skip(self, name: str, why: str) -> None:
@@ -968,9 +970,10 @@ def rust_floor(cargo: str) -> tuple[tuple[int, int] | None, str]:
     return best, who
 
 
-def command_lines(objs: list[Obj], notes: str) -> list[tuple[str, list[str]]]:
+def command_lines(objs: list[Obj], texts: dict[str, str]) -> list[tuple[str, list[str]]]:
     """Every ferrid command line the deployment runs or tells people to run: container
-    args (the image's ENTRYPOINT is ferrid), exec probes, and `-- ferrid ...` in NOTES."""
+    args (the image's ENTRYPOINT is ferrid), exec probes, and `kubectl exec ... --
+    ferrid ...` in the given texts (NOTES.txt, docs, comments)."""
     out = []
     for o in objs:
         for c in containers(pod_spec(o) or {}):
@@ -980,10 +983,12 @@ def command_lines(objs: list[Obj], notes: str) -> list[tuple[str, list[str]]]:
                 cmd = ((c.get(probe) or {}).get("exec") or {}).get("command") or []
                 if cmd[:1] == ["/usr/local/bin/ferrid"]:
                     out.append((f"{kn(o)} {probe}", cmd[1:]))
-    joined = re.sub(r"\\\n\s*", " ", notes)
-    for line in joined.splitlines():
-        if " -- ferrid " in line:
-            out.append(("NOTES.txt", shlex.split(line.split(" -- ferrid ", 1)[1])))
+    for origin, text in texts.items():
+        joined = re.sub(r"\\\n[\s#]*", " ", text)
+        for line in joined.splitlines():
+            if " -- ferrid " in line:
+                cmd = line.split(" -- ferrid ", 1)[1].split("#", 1)[0].strip().strip("`")
+                out.append((origin, shlex.split(cmd)))
     return out
 
 
@@ -997,8 +1002,6 @@ def cli_errors(binary: Path, cmds: list[tuple[str, list[str]]]) -> list[str]:
         for origin, argv in cmds:
             argv = [a.replace("/etc/ferrid/", f"{tmp}/absent/").replace("/run/svid", f"{tmp}/svid")
                     .replace("unix:///run/ferrid/sockets/", f"unix://{tmp}/") for a in argv]
-            if "--admin-socket" not in argv and argv[:2] in (["entry", "create"], ["agent", "list"]):
-                argv += ["--admin-socket", f"{tmp}/none.sock"]
             try:
                 r = subprocess.run([str(binary), *argv], capture_output=True, text=True, env=env, timeout=5)
             except subprocess.TimeoutExpired:
@@ -1007,6 +1010,48 @@ def cli_errors(binary: Path, cmds: list[tuple[str, list[str]]]) -> list[str]:
                 errs.append(f"{origin}: `ferrid {' '.join(argv)}` is refused by the CLI: {r.stderr.strip()[:300]}")
             elif r.returncode == 0 and argv[0] in ("server", "agent") and "--config" in argv:
                 errs.append(f"{origin}: `ferrid {' '.join(argv)}` succeeded with a missing config?")
+    return errs
+
+
+def admin_errors(binary: Path, cmds: list[tuple[str, list[str]]]) -> list[str]:
+    """Runs the admin command lines (entry ..., agent list) of each origin against a
+    real throwaway server on loopback (a minimal configuration of today's keys, not the
+    deployment's, in the trust domain the commands name): each must succeed, e.g. the
+    node alias under the server's ID and the workload entry under the alias."""
+    groups: dict[str, list[list[str]]] = {}
+    for origin, argv in cmds:
+        if argv[:1] == ["entry"] or argv[:2] == ["agent", "list"]:
+            groups.setdefault(origin, []).append(argv)
+    errs = []
+    for origin, argvs in groups.items():
+        tds = {m for a in argvs for m in re.findall(r"spiffe://([^/]+)", " ".join(a))}
+        if len(tds) != 1:
+            errs.append(f"{origin}: the commands name trust domains {sorted(tds)}, expected one")
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            sock = f"{tmp}/admin.sock"
+            Path(tmp, "server.toml").write_text(
+                f'trust_domain = "{tds.pop()}"\ndata_dir = "{tmp}/data"\nbind_address = "127.0.0.1:0"\n'
+                f'health_address = ""\nadmin_socket = "{sock}"\n[ca]\nkey_manager = "memory"\n')
+            env = {**os.environ, "FERRID_ADMIN_SOCKET": sock}
+            with open(f"{tmp}/server.log", "w") as log:
+                server = subprocess.Popen([str(binary), "server", "--config", f"{tmp}/server.toml"],
+                                          stdout=log, stderr=subprocess.STDOUT, env=env)
+            try:
+                deadline = time.monotonic() + 20
+                while run([str(binary), "entry", "list"], env=env).returncode != 0:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        errs.append(f"{origin}: the throwaway server did not start: {Path(tmp, 'server.log').read_text()[-300:]}")
+                        break
+                    time.sleep(0.1)
+                else:
+                    for argv in argvs:
+                        r = run([str(binary), *argv], env=env)
+                        if r.returncode:
+                            errs.append(f"{origin}: `ferrid {' '.join(argv)}` failed against a real server: {r.stderr.strip()[:300]}")
+            finally:
+                server.terminate()
+                server.wait(timeout=10)
     return errs
 
 
@@ -1173,9 +1218,19 @@ def main() -> int:
     rep.check("NOTES.txt renders (helm install --dry-run=client) with the values in its commands",
               errs + notes_errors(notes))
     if built:
-        cmds = command_lines(kobjs + example, notes)
-        rep.check(f"{len(cmds)} ferrid command lines (container args, probes, NOTES.txt) parse with {rel(built[0])}",
+        texts = {"NOTES.txt": notes}
+        for f in (ROOT / "docs/kubernetes.md", DEPLOY / "examples/workload.yaml"):
+            texts[rel(f)] = f.read_text()
+        cmds = command_lines(kobjs + example, texts)
+        rep.check(f"{len(cmds)} ferrid command lines (container args, probes; kubectl exec lines in NOTES.txt, "
+                  f"docs/kubernetes.md, the example) parse with {rel(built[0])}",
                   cli_errors(built[0], cmds))
+        rep.check(f"the admin commands of NOTES.txt, docs/kubernetes.md and the example succeed against a real ferrid server "
+                  f"(loopback, throwaway)", admin_errors(built[0], cmds))
+        rep.rejects("the server check refuses an entry under the reserved /ferrid/ path",
+                    admin_errors(built[0], [("mutated", ["entry", "create", "--spiffe-id", "spiffe://example.org/ferrid/nodes/x",
+                                                         "--parent-id", "spiffe://example.org/ferrid/server",
+                                                         "--selector", "k8s_psat:cluster:x"])]), "reserved")
         rep.rejects("the CLI check refuses a misspelled flag (agent healthcheck --sockett)",
                     cli_errors(built[0], [("probe", ["agent", "healthcheck", "--sockett", "unix:///run/ferrid/sockets/api.sock"])]),
                     "refused by the CLI")
