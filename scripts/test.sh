@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check Ferrid's CI runs: formatting, clippy with warnings denied, and the
 # whole test suite (unit, contract and end-to-end tests against the real binary).
-# Needs only the Rust toolchain; everything else is fetched by cargo.
+# Needs the Rust toolchain and Python 3.11+ with venv and pip; everything else is
+# fetched by cargo and pip (the Python tools into target/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,9 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+
+echo "==> deploy manifests and Helm chart"
+bash scripts/validate-deploy.sh
 
 echo "==> benchmark harness smoke run (figures are not checked; see docs/benchmarks.md)"
 cargo build --locked --quiet -p ferrid -p ferrid-bench
