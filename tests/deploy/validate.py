@@ -936,11 +936,13 @@ def emulate_deps_stage(stage: dict, cargo: str) -> list[str]:
                 r = run(["sh", "-c", a], cwd=work)
                 if r.returncode:
                     return [f"the stub RUN step failed: {r.stderr.strip()[:300]}"]
-        r = run([cargo, "metadata", "--locked", "--offline", "--format-version", "1"], cwd=work)
+        r = run([cargo, "metadata", "--locked", "--offline", "--format-version", "1", "--filter-platform",
+                 "x86_64-unknown-linux-gnu"], cwd=work)
         if r.returncode:
             return [f"cargo cannot load the dependency stage's stub workspace: {r.stderr.strip()[-400:]}"]
         meta = json.loads(r.stdout)
-        real = run([cargo, "metadata", "--locked", "--offline", "--format-version", "1"], cwd=ROOT)
+        real = run([cargo, "metadata", "--locked", "--offline", "--format-version", "1", "--filter-platform",
+                 "x86_64-unknown-linux-gnu"], cwd=ROOT)
         if real.returncode == 0:
             ids = lambda m: sorted(p["name"] + " " + p["version"] for p in m["packages"] if p.get("source"))
             if ids(meta) != ids(json.loads(real.stdout)):
