@@ -1110,6 +1110,30 @@ def plain_files() -> list[Path]:
     return [f for f in files if f.name != "kustomization.yaml"]
 
 
+def config_check_errors(binary: Path, objs: list[Obj]) -> list[str]:
+    """Every ConfigMap's server.toml and agent.toml pass the real binary's config check
+    (`ferrid server|agent --config F --check`: keys, types and values, as at start-up)."""
+    errs = []
+    found = 0
+    for o in objs:
+        if o.get("kind") != "ConfigMap":
+            continue
+        for key, text in (o.get("data") or {}).items():
+            role = {"server.toml": "server", "agent.toml": "agent"}.get(key)
+            if role is None:
+                continue
+            found += 1
+            with tempfile.TemporaryDirectory() as tmp:
+                f = Path(tmp) / key
+                f.write_text(text)
+                r = run([str(binary), role, "--config", str(f), "--check"])
+                if r.returncode:
+                    errs.append(f"{kn(o)} {key}: `ferrid {role} --check` refused it: {(r.stdout + r.stderr).strip()[-400:]}")
+    if found < 2:
+        errs.append(f"expected a server.toml and an agent.toml, found {found} config files")
+    return errs
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tools", type=Path, required=True, help="directory with helm, helm3 and kubectl")
@@ -1235,6 +1259,16 @@ def main() -> int:
                   cli_errors(built[0], cmds))
         rep.check("the admin commands of NOTES.txt, docs/kubernetes.md and the example succeed against a real ferrid server "
                   "(loopback, throwaway)", admin_errors(built[0], cmds))
+        for label, objs in (("plain manifests", kobjs), ("chart, default values", chart_default),
+                            ("chart, non-default values", nd)):
+            rep.check(f"{label}: server.toml and agent.toml pass `ferrid server|agent --config F --check`",
+                      config_check_errors(built[0], objs))
+        broken = copy.deepcopy(kobjs)
+        for o in broken:
+            if o.get("kind") == "ConfigMap" and "server.toml" in (o.get("data") or {}):
+                o["data"]["server.toml"] = o["data"]["server.toml"].replace("trust_domain", "trust_domian", 1)
+        rep.rejects("the config check refuses a misspelled server key (trust_domian)",
+                    config_check_errors(built[0], broken), "trust_domian")
         rep.rejects("the server check refuses an entry under the reserved /ferrid/ path",
                     admin_errors(built[0], [("mutated", ["entry", "create", "--spiffe-id", "spiffe://example.org/ferrid/nodes/x",
                                                          "--parent-id", "spiffe://example.org/ferrid/server",

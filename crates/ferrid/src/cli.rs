@@ -50,6 +50,10 @@ pub(crate) struct ServerArgs {
     /// Path to the server's TOML configuration.
     #[arg(long, short, env = "FERRID_SERVER_CONFIG")]
     pub(crate) config: PathBuf,
+    /// Check the configuration (syntax, keys and values) and exit without starting.
+    /// Key files, kubeconfigs and API credentials are checked at start-up.
+    #[arg(long)]
+    pub(crate) check: bool,
 }
 
 /// How to reach the admin API, and how to print.
@@ -166,6 +170,10 @@ struct AgentArgs {
     /// Run the agent with this configuration file.
     #[arg(long, short, env = "FERRID_AGENT_CONFIG")]
     config: Option<PathBuf>,
+    /// With --config: check the configuration (syntax, keys and values) and exit
+    /// without starting.
+    #[arg(long, requires = "config")]
+    check: bool,
     #[command(subcommand)]
     cmd: Option<AgentCmd>,
 }
@@ -347,7 +355,12 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<()> {
             output::join_token(admin.output, &r);
             Ok(())
         }
-        Command::Agent(AgentArgs { config: Some(config), cmd: None }) => crate::agent_cmd::run(&config).await,
+        Command::Agent(AgentArgs { config: Some(config), check: true, cmd: None }) => {
+            let (_, td) = ferrid_agent::config::AgentConfig::load(&config)?;
+            println!("{}: configuration OK (trust domain {td})", config.display());
+            Ok(())
+        }
+        Command::Agent(AgentArgs { config: Some(config), cmd: None, .. }) => crate::agent_cmd::run(&config).await,
         Command::Agent(AgentArgs { cmd: Some(AgentCmd::Fetch(f)), .. }) => crate::agent_cmd::fetch(f).await,
         Command::Agent(AgentArgs { cmd: Some(AgentCmd::Validate(v)), .. }) => {
             crate::agent_cmd::validate(v).await
@@ -356,7 +369,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<()> {
             crate::agent_cmd::healthcheck(wl, wait).await
         }
         Command::Agent(AgentArgs { cmd: Some(cmd), .. }) => agent(cmd).await,
-        Command::Agent(AgentArgs { config: None, cmd: None }) => {
+        Command::Agent(AgentArgs { config: None, cmd: None, .. }) => {
             bail!("`ferrid agent` needs --config FILE to run the agent, or a subcommand (see --help)")
         }
         Command::Bundle(BundleCmd::Show { format, admin }) => {

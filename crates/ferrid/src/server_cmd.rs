@@ -38,6 +38,10 @@ pub(crate) async fn shutdown_signal() {
 /// Runs the server until a signal.
 pub(crate) async fn run(args: ServerArgs) -> Result<()> {
     let cfg = ServerConfig::load(&args.config)?;
+    if args.check {
+        println!("{}: configuration OK (trust domain {})", args.config.display(), cfg.trust_domain);
+        return Ok(());
+    }
     init_logging(&cfg.raw.log.level, &cfg.raw.log.format)?;
     let handle = ferrid_server::start(cfg, Arc::new(SystemClock)).await.context("starting the server")?;
     handle.run_until(shutdown_signal()).await;
