@@ -241,7 +241,9 @@ async fn watch_mode_follows_rotation_and_agent_restart() {
             .map(|s| leaf_serial(&s))
     };
     let first = eventually(30, "first write", || async {
-        read_serial().ok_or_else(|| format!("no file yet: {:?}", watch_log.lock().unwrap()))
+        read_serial().ok_or_else(|| {
+            format!("no file yet: {:?}\nagent log:\n{}", watch_log.lock().unwrap(), agent.logs())
+        })
     })
     .await;
     let first_key = std::fs::read(out_dir.join("key.pem")).unwrap();

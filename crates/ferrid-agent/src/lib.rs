@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+mod node_attest;
 mod workload;
 
 use std::collections::HashMap;
@@ -313,56 +314,51 @@ mod rustls_config {
     pub(crate) use ferrid_tls::rustls::ClientConfig;
 }
 
-/// The node attestor's name and payload: a projected service-account token when
-/// `[k8s_psat]` is configured (re-read every time: the kubelet rotates it), else the
-/// join token.
-fn attestation_data(shared: &Shared) -> Result<(&'static str, Vec<u8>), String> {
-    if let Some(psat) = &shared.cfg.k8s_psat {
-        let token = std::fs::read_to_string(&psat.token_path)
-            .map_err(|e| format!("reading the service-account token {}: {e}", psat.token_path.display()))?;
-        return Ok(("k8s_psat", ferrid_attest_k8s_psat::payload(&psat.cluster, &token)));
-    }
-    let token = match &shared.cfg.join_token_file {
-        Some(p) => {
-            std::fs::read_to_string(p).map_err(|e| format!("reading join_token_file {}: {e}", p.display()))?
-        }
-        None => shared
-            .cfg
-            .join_token
-            .clone()
-            .ok_or("this agent has no SVID yet and no join_token (or join_token_file) to attest with")?,
-    };
-    Ok(("join_token", token.trim().as_bytes().to_vec()))
-}
-
-/// Attests the node and returns the agent SVID and bundle.
+/// Attests the node and returns the agent SVID and bundle. The attestation stream stays
+/// open for the attestor's challenges (for example a nonce to put into a cloud-signed
+/// document) until the server sends the result.
 async fn attest(shared: &Shared) -> Result<(AgentSvid, Option<TrustBundle>), String> {
-    let (attestor, payload) = attestation_data(shared)?;
+    let evidence = node_attest::evidence(&shared.cfg)?;
+    let attestor = evidence.name();
+    let payload = evidence.payload().await?;
     let (key, csr) =
         ferrid_ca::generate_key_and_csr(KeyAlgorithm::EcP256, None).map_err(|e| e.to_string())?;
     let channel = ferrid_tls::node_channel(&shared.cfg.server_address, client_tls(shared, None)?)
         .await
         .map_err(|e| format!("connecting to {}: {e}", shared.cfg.server_address))?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
     let first = npb::AttestAgentRequest {
         step: Some(npb::attest_agent_request::Step::Params(npb::AttestParams {
             data: Some(npb::AttestationData { r#type: attestor.into(), payload }),
             csr,
         })),
     };
+    tx.send(first).await.map_err(|_| "attestation stream closed")?;
     let mut stream = NodeClient::new(channel)
-        .attest_agent(tokio_stream::iter(vec![first]))
+        .attest_agent(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
         .map_err(|s| format!("node attestation refused: {}", s.message()))?
         .into_inner();
-    let result =
+    let result = loop {
         match stream.message().await.map_err(|s| format!("node attestation refused: {}", s.message()))? {
-            Some(npb::AttestAgentResponse { step: Some(npb::attest_agent_response::Step::Result(r)) }) => r,
-            _ => return Err(format!("the {attestor} attestor sent an unexpected challenge")),
-        };
+            Some(npb::AttestAgentResponse { step: Some(npb::attest_agent_response::Step::Result(r)) }) => {
+                break r;
+            }
+            Some(npb::AttestAgentResponse { step: Some(npb::attest_agent_response::Step::Challenge(c)) }) => {
+                let answer = evidence.respond(&c).await?;
+                let step = npb::AttestAgentRequest {
+                    step: Some(npb::attest_agent_request::Step::ChallengeResponse(answer)),
+                };
+                tx.send(step).await.map_err(|_| "the server closed the attestation stream")?;
+            }
+            _ => return Err(format!("the {attestor} attestation ended without a result")),
+        }
+    };
+    drop(tx);
     let svid = result.svid.ok_or("server returned no agent SVID")?;
     let (not_before, not_after) =
         svid.cert_chain.first().and_then(|c| validity(c)).ok_or("unparsable agent SVID")?;
-    tracing::info!(agent = %svid.spiffe_id, "node attested");
+    tracing::info!(agent = %svid.spiffe_id, attestor, "node attested");
     let bundle = result.bundle.as_ref().and_then(|b| bundle_from_proto(&shared.td, b));
     Ok((AgentSvid { chain: svid.cert_chain, key: Arc::new(key), not_before, not_after }, bundle))
 }
@@ -464,8 +460,12 @@ fn apply_watch(shared: &Shared, m: npb::WatchAuthorizedResponse) {
     }
 }
 
-/// When to rotate an SVID valid from `nb` to `na`: at half-life, ±10 % of that half.
-fn rotation_time(nb: i64, na: i64) -> i64 {
+/// When to rotate an SVID valid from `nb` to `na`, received at `now`: at half of the
+/// life left when it arrived, ±10 % of that half. The server backdates `nb` for clock
+/// skew; counting from it would rotate a short-lived SVID (TTL under twice the backdate)
+/// the moment it arrives, and then on every tick.
+fn rotation_time(nb: i64, na: i64, now: i64) -> i64 {
+    let nb = nb.max(now);
     let half = (na - nb) / 2;
     let spread = half / 10;
     nb + half + if spread > 0 { rand::random_range(-spread..=spread) } else { 0 }
@@ -529,7 +529,7 @@ async fn sync_once(shared: &Shared) {
                                 chain: svid.cert_chain,
                                 key,
                                 not_after: na,
-                                rotate_at: rotation_time(nb, na),
+                                rotate_at: rotation_time(nb, na, now),
                             },
                         );
                         changed = true;
@@ -555,9 +555,18 @@ mod tests {
     #[test]
     fn rotation_is_at_half_life_within_ten_percent() {
         for _ in 0..1000 {
-            let t = rotation_time(1000, 1600);
+            let t = rotation_time(1000, 1600, 900);
             assert!((1270..=1330).contains(&t), "{t}");
         }
-        assert_eq!(rotation_time(0, 1), 0);
+        assert_eq!(rotation_time(0, 1, 0), 0);
+    }
+
+    #[test]
+    fn a_backdated_not_before_does_not_rotate_at_once() {
+        // A 6 s SVID backdated 10 s, received at 1000: rotate about 3 s later, not now.
+        for _ in 0..1000 {
+            let t = rotation_time(990, 1006, 1000);
+            assert!((1003..=1003).contains(&t), "{t}");
+        }
     }
 }

@@ -360,7 +360,9 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<()> {
             println!("{}: configuration OK (trust domain {td})", config.display());
             Ok(())
         }
-        Command::Agent(AgentArgs { config: Some(config), cmd: None, .. }) => crate::agent_cmd::run(&config).await,
+        Command::Agent(AgentArgs { config: Some(config), cmd: None, .. }) => {
+            crate::agent_cmd::run(&config).await
+        }
         Command::Agent(AgentArgs { cmd: Some(AgentCmd::Fetch(f)), .. }) => crate::agent_cmd::fetch(f).await,
         Command::Agent(AgentArgs { cmd: Some(AgentCmd::Validate(v)), .. }) => {
             crate::agent_cmd::validate(v).await
