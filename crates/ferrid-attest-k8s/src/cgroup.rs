@@ -127,14 +127,19 @@ pub fn container_of_path(path: &str) -> Option<ContainerRef> {
 /// `kubepods[-<qos>]-pod<uid with _>.slice` (systemd, possibly under a
 /// `kubelet-kubepods` prefix).
 fn pod_uid_of(segment: &str) -> Option<String> {
-    let raw = if let Some(slice) = segment.strip_suffix(".slice") {
+    // systemd escapes the UID's `-` (its hierarchy separator) as `_`; cgroupfs keeps it.
+    let (raw, separator) = if let Some(slice) = segment.strip_suffix(".slice") {
         if !slice.contains("kubepods") {
             return None;
         }
-        slice.rsplit_once("-pod")?.1
+        (slice.rsplit_once("-pod")?.1, '_')
     } else {
-        segment.strip_prefix("pod")?
+        (segment.strip_prefix("pod")?, '-')
     };
+    let other = if separator == '_' { '-' } else { '_' };
+    if raw.contains(other) {
+        return None;
+    }
     let uid = raw.replace('_', "-");
     is_pod_uid(&uid).then_some(uid)
 }
@@ -347,6 +352,11 @@ mod tests {
             let line = format!("0::/kubepods/besteffort/pod{bad}/{ID}");
             assert_eq!(one(&line), Some(ContainerRef { container_id: ID.into(), pod_uid: None }), "{line}");
         }
+        // Each driver has its own separator; a mix is neither.
+        let mixed = UID.replacen('-', "_", 1);
+        assert_eq!(one(&format!("0::/kubepods/pod{mixed}/{ID}")).unwrap().pod_uid, None);
+        let mixed = UID_.replacen('_', "-", 1);
+        assert_eq!(one(&format!("0::/kubepods.slice/kubepods-pod{mixed}.slice/{ID}")).unwrap().pod_uid, None);
         // A slice that is not the kubelet's is not a pod.
         let line = format!("0::/user.slice/user-pod{UID_}.slice/{ID}");
         assert_eq!(one(&line).unwrap().pod_uid, None);
