@@ -283,6 +283,15 @@ mod tests {
     fn shipped_example_parses() {
         let (c, _) = AgentConfig::parse(include_str!("../../../examples/agent.toml")).unwrap();
         assert_eq!(c.socket_path, PathBuf::from("/run/ferrid/agent/public/api.sock"));
+        assert!(c.k8s.is_none());
+        // Its commented-out [k8s] section, switched on, uses only real keys.
+        let text = include_str!("../../../examples/agent.toml");
+        let (_, k8s) = text.split_once("# [k8s]\n").unwrap();
+        let k8s: Vec<&str> = k8s.lines().map(|l| l.strip_prefix("# ").unwrap_or(l)).collect();
+        assert!(k8s.len() >= 10, "{k8s:?}");
+        let (c, _) = AgentConfig::parse(&format!("{text}\n[k8s]\n{}\n", k8s.join("\n"))).unwrap();
+        let k = c.k8s.unwrap();
+        assert_eq!((k.kubelet_secure_port, k.pod_wait), (10250, Duration::from_secs(5)));
     }
 
     const BASE: &str =

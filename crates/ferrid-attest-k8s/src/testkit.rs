@@ -8,7 +8,6 @@
 //! `401 Unauthorized` otherwise, over TLS with a serving certificate for `127.0.0.1` and
 //! `localhost` issued by a test CA; the read-only port is plain HTTP without
 //! authentication.
-#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
