@@ -85,9 +85,9 @@ impl ProcessGuard {
     }
 }
 
-/// Reads a procfs file of at most [`MAX_PROC_FILE`] bytes. A missing file means the
-/// process is gone ([`AttestError::Rejected`]); a larger one is
-/// [`AttestError::Malformed`].
+/// Reads a procfs file of at most [`MAX_PROC_FILE`] bytes, bytes that are not UTF-8
+/// replaced. A missing file means the process is gone ([`AttestError::Rejected`]); a
+/// larger one is [`AttestError::Malformed`].
 pub fn read_proc_file(p: &Path) -> Result<String, AttestError> {
     let gone =
         |e: std::io::Error| AttestError::Rejected(format!("caller process is gone ({}: {e})", p.display()));
@@ -97,7 +97,9 @@ pub fn read_proc_file(p: &Path) -> Result<String, AttestError> {
     if buf.len() as u64 > MAX_PROC_FILE {
         return Err(AttestError::Malformed(format!("{} is larger than {MAX_PROC_FILE} bytes", p.display())));
     }
-    String::from_utf8(buf).map_err(|_| AttestError::Malformed(format!("{} is not valid UTF-8", p.display())))
+    // Lossy: a process chooses its own name (in `stat` and `status`) and cgroup names,
+    // and must not make itself unattestable with bytes that are not UTF-8.
+    Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
 /// Field 22 of `/proc/<pid>/stat` (start time in clock ticks since boot). The command
@@ -148,6 +150,10 @@ mod tests {
         std::fs::write(&big, vec![b'x'; usize::try_from(MAX_PROC_FILE).unwrap()]).unwrap();
         assert_eq!(read_proc_file(&big).unwrap().len(), usize::try_from(MAX_PROC_FILE).unwrap());
         assert!(matches!(read_proc_file(&d.path().join("nope")), Err(AttestError::Rejected(_))));
+        // A process named with bytes that are not UTF-8 is still readable.
+        let stat = d.path().join("stat");
+        std::fs::write(&stat, b"9 (\xff\xfe) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 999 x").unwrap();
+        assert_eq!(start_time(d.path()).unwrap(), 999);
     }
 
     #[test]
