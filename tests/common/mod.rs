@@ -167,6 +167,16 @@ impl Drop for Agent {
 /// Enrols an agent with `server`: a join token, the bootstrap bundle, one entry per
 /// `(name, extra create args)` for this test's uid (hint = name), then starts the agent.
 pub fn enrol(server: &Server, dir: &std::path::Path, entries: &[(&str, &[&str])]) -> (Agent, String) {
+    enrol_with(server, dir, entries, "")
+}
+
+/// [`enrol`] with `extra` (TOML sections) at the end of the agent's configuration.
+pub fn enrol_with(
+    server: &Server,
+    dir: &std::path::Path,
+    entries: &[(&str, &[&str])],
+    extra: &str,
+) -> (Agent, String) {
     let uid = nix::unistd::getuid().as_raw();
     let tok = server.json(&["token", "generate"]);
     let agent_id = tok["agent_id"].as_str().unwrap().to_owned();
@@ -196,7 +206,7 @@ pub fn enrol(server: &Server, dir: &std::path::Path, entries: &[(&str, &[&str])]
         &config,
         format!(
             "trust_domain = \"{TD}\"\nserver_address = \"{}\"\ndata_dir = \"{}\"\nsocket_path = \"{}\"\n\
-             join_token = \"{}\"\ntrust_bundle_file = \"{}\"\nmax_backoff = \"1s\"\n[log]\nlevel = \"debug\"\n",
+             join_token = \"{}\"\ntrust_bundle_file = \"{}\"\nmax_backoff = \"1s\"\n[log]\nlevel = \"debug\"\n{extra}",
             server.node,
             dir.join("agent/data").display(),
             socket.display(),

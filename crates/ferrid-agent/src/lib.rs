@@ -22,6 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use ferrid_attest::WorkloadAttestor;
+use ferrid_attest_k8s::K8sAttestor;
 use ferrid_attest_unix::{UnixAttestor, UnixConfig};
 use ferrid_ca::TrustBundle;
 use ferrid_proto::node::v1::{self as npb, node_client::NodeClient};
@@ -95,7 +97,8 @@ pub(crate) struct Shared {
     /// Bumped whenever what a workload sees may have changed.
     pub(crate) changes: watch::Sender<u64>,
     sync_now: Notify,
-    pub(crate) attestor: UnixAttestor,
+    /// The workload attestors: `unix` always, `k8s` with a `[k8s]` section.
+    pub(crate) attestors: Vec<Arc<dyn WorkloadAttestor>>,
     /// JWT-SVIDs already minted, reused until half their life is gone.
     pub(crate) jwt_cache: workload::JwtCache,
 }
@@ -228,6 +231,7 @@ pub async fn start(
         },
     };
     let saved = load_saved_svid(&cfg.data_dir, now);
+    let attestors = workload_attestors(&cfg)?;
     let (changes, _) = watch::channel(0);
     let shared = Arc::new(Shared {
         server_id: ferrid_types::server_id(&td),
@@ -241,10 +245,7 @@ pub async fn start(
         changes,
         sync_now: Notify::new(),
         jwt_cache: workload::JwtCache::default(),
-        attestor: UnixAttestor::new(UnixConfig {
-            binary_digest: cfg.unix.binary_digest,
-            ..UnixConfig::default()
-        }),
+        attestors,
         cfg,
     });
 
@@ -263,6 +264,20 @@ pub async fn start(
     }
     tracing::info!(socket = %socket_path.display(), server = %shared.cfg.server_address, "ferrid agent started");
     Ok(AgentHandle { socket_path, shutdown, tasks })
+}
+
+/// The workload attestors `cfg` enables.
+fn workload_attestors(cfg: &AgentConfig) -> Result<Vec<Arc<dyn WorkloadAttestor>>, AgentError> {
+    let mut out: Vec<Arc<dyn WorkloadAttestor>> = vec![Arc::new(UnixAttestor::new(UnixConfig {
+        binary_digest: cfg.unix.binary_digest,
+        ..UnixConfig::default()
+    }))];
+    if let Some(k8s) = &cfg.k8s {
+        let attestor = K8sAttestor::new(k8s.attestor_config(|name| std::env::var(name).ok()))
+            .map_err(|e| AgentError::Other(format!("invalid config: {e}")))?;
+        out.push(Arc::new(attestor));
+    }
+    Ok(out)
 }
 
 fn jittered(base: Duration) -> Duration {

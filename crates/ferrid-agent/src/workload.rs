@@ -1,9 +1,13 @@
 //! The SPIFFE Workload API on a Unix socket.
 //!
 //! Every call must carry the `workload.spiffe.io: true` metadata (`InvalidArgument`
-//! otherwise). The caller is identified from the socket's peer credentials by the
-//! `unix` workload attestor; entries whose selectors are all attested decide its
-//! identities (`PermissionDenied` when none do). While the agent is starting every call
+//! otherwise). The caller is identified from the socket's peer credentials by every
+//! enabled workload attestor (`unix`, and `k8s` when configured), concurrently; its
+//! selectors are the union of theirs. An attestor that does not apply to the caller
+//! (`k8s` for a host process) adds nothing; any other attestor error fails the call
+//! (`Unavailable` when a dependency such as the kubelet is, `PermissionDenied`
+//! otherwise). Entries whose selectors are all attested decide its identities
+//! (`PermissionDenied` when none do). While the agent is starting every call
 //! gets `Unavailable`. Streams send the full state at once and again on every change.
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
@@ -11,7 +15,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use ferrid_attest::{PeerCredentials, WorkloadAttestor};
+use ferrid_attest::{AttestError, PeerCredentials};
 use ferrid_proto::node::v1 as npb;
 use ferrid_proto::types::v1 as tpb;
 use ferrid_proto::workload::{self as wpb, spiffe_workload_api_server::SpiffeWorkloadApi};
@@ -159,11 +163,12 @@ impl WorkloadService {
         let (Some(pid), Some(uid), Some(gid)) = (peer.pid, peer.uid, peer.gid) else {
             return Err(Status::internal("the caller's credentials are not available"));
         };
-        let values = self.shared.attestor.attest(PeerCredentials { pid, uid, gid }).await.map_err(|e| {
-            tracing::warn!(pid, uid, error = %e, "workload attestation failed");
-            Status::permission_denied(format!("workload attestation failed: {e}"))
-        })?;
-        Ok(values.into_iter().filter_map(|v| Selector::new(self.shared.attestor.name(), v).ok()).collect())
+        let peer = PeerCredentials { pid, uid, gid };
+        let results = futures::future::join_all(
+            self.shared.attestors.iter().map(|a| async move { (a.name(), a.attest(peer).await) }),
+        )
+        .await;
+        combine(peer, results)
     }
 
     fn matching(&self, sels: &SelectorSet) -> Vec<RegistrationEntry> {
@@ -234,6 +239,38 @@ impl WorkloadService {
             move || make(&this),
         ))
     }
+}
+
+/// The caller's selectors from every attestor's result (see the module documentation).
+fn combine(
+    peer: PeerCredentials,
+    results: Vec<(&'static str, Result<Vec<String>, AttestError>)>,
+) -> Result<SelectorSet, Status> {
+    let mut set = SelectorSet::new();
+    for (name, result) in results {
+        match result {
+            Ok(values) => {
+                for v in values {
+                    match Selector::new(name, v) {
+                        Ok(s) => set.insert(s),
+                        Err(e) => tracing::debug!(attestor = name, error = %e, "selector dropped"),
+                    }
+                }
+            }
+            Err(AttestError::NotApplicable(why)) => {
+                tracing::debug!(pid = peer.pid, attestor = name, reason = %why, "workload attestor does not apply");
+            }
+            Err(e) => {
+                tracing::warn!(pid = peer.pid, uid = peer.uid, attestor = name, error = %e, "workload attestation failed");
+                let msg = format!("workload attestation failed: {name}: {e}");
+                return Err(match e {
+                    AttestError::Unavailable(_) => Status::unavailable(msg),
+                    _ => Status::permission_denied(msg),
+                });
+            }
+        }
+    }
+    Ok(set)
 }
 
 fn json_to_prost(v: serde_json::Value) -> prost_types::Value {
@@ -434,6 +471,36 @@ mod tests {
         assert_eq!(c.get(&key(1, &["a"]), 1150), None, "half-life reached: mint a fresh one");
         assert_eq!(c.get(&key(2, &["a"]), 1001), None, "entry changed");
         assert_eq!(c.get(&key(1, &["a", "b"]), 1001), None, "other audience");
+    }
+
+    #[test]
+    fn attestor_results_combine() {
+        let peer = PeerCredentials { pid: 7, uid: 1, gid: 1 };
+        let ok = |v: &[&str]| Ok(v.iter().map(|s| (*s).to_owned()).collect());
+        // Union, each value under its attestor's name; invalid values are dropped.
+        let set =
+            combine(peer, vec![("unix", ok(&["uid:1"])), ("k8s", ok(&["ns:shop", "bad\nvalue"]))]).unwrap();
+        let got: Vec<String> = set.iter().map(ToString::to_string).collect();
+        assert_eq!(got, ["k8s:ns:shop", "unix:uid:1"]);
+        // An attestor that does not apply adds nothing and fails nothing.
+        let set = combine(
+            peer,
+            vec![("unix", ok(&["uid:1"])), ("k8s", Err(AttestError::NotApplicable("host".into())))],
+        )
+        .unwrap();
+        assert_eq!(set.len(), 1);
+        // Any other error fails the whole attestation, with the attestor's name.
+        let e = combine(
+            peer,
+            vec![("unix", ok(&["uid:1"])), ("k8s", Err(AttestError::Unavailable("kubelet".into())))],
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unavailable);
+        assert!(e.message().contains("k8s:") && e.message().contains("kubelet"), "{e:?}");
+        let e =
+            combine(peer, vec![("k8s", Err(AttestError::Rejected("gone".into()))), ("unix", ok(&["uid:1"]))])
+                .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
     }
 
     #[test]

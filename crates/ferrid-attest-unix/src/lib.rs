@@ -12,8 +12,11 @@
 //! Against PID reuse, the process's start time is read before and after everything
 //! else, and the real user ID in `/proc/<pid>/status` must match the socket's peer
 //! credentials: if the process exited and its PID was recycled meanwhile, attestation
-//! fails instead of describing the wrong process.
+//! fails instead of describing the wrong process ([`procfs::ProcessGuard`], which the
+//! `k8s` attestor shares).
 #![forbid(unsafe_code)]
+
+pub mod procfs;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -23,6 +26,9 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use ferrid_attest::{AttestError, PeerCredentials, WorkloadAttestor};
 use sha2::{Digest, Sha256};
+
+pub use procfs::ProcessGuard;
+use procfs::status_ids;
 
 /// Settings of the unix attestor.
 #[derive(Debug, Clone)]
@@ -57,29 +63,11 @@ impl UnixAttestor {
         Self { cfg, digests: Mutex::new(HashMap::new()) }
     }
 
-    fn proc(&self, pid: i32) -> PathBuf {
-        self.cfg.proc_root.join(pid.to_string())
-    }
-
     /// Everything, synchronously (run on a blocking thread).
     fn attest_blocking(&self, peer: PeerCredentials) -> Result<Vec<String>, AttestError> {
-        if peer.pid <= 0 {
-            return Err(AttestError::Rejected(format!("invalid caller pid {}", peer.pid)));
-        }
-        let dir = self.proc(peer.pid);
-        let started = start_time(&dir)?;
-        let status = read_small(&dir.join("status"))?;
-        // The peer's effective UID must be one of the process's (real, effective, saved, fs).
-        if let Some(uids) = status_ids(&status, "Uid:")
-            && !uids.contains(&peer.uid)
-        {
-            return Err(AttestError::Rejected(format!(
-                "process {} now belongs to uid {}, not the caller's uid {}",
-                peer.pid,
-                uids.first().copied().unwrap_or_default(),
-                peer.uid
-            )));
-        }
+        let process = ProcessGuard::open(&self.cfg.proc_root, peer)?;
+        let dir = process.dir();
+        let status = process.status();
         let mut out = vec![format!("uid:{}", peer.uid), format!("gid:{}", peer.gid)];
         if let Ok(Some(u)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(peer.uid)) {
             out.push(format!("user:{}", u.name));
@@ -87,7 +75,7 @@ impl UnixAttestor {
         if let Ok(Some(g)) = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(peer.gid)) {
             out.push(format!("group:{}", g.name));
         }
-        for gid in status_ids(&status, "Groups:").unwrap_or_default() {
+        for gid in status_ids(status, "Groups:").unwrap_or_default() {
             out.push(format!("supplementary_gid:{gid}"));
             if let Ok(Some(g)) = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)) {
                 out.push(format!("supplementary_group:{}", g.name));
@@ -110,12 +98,7 @@ impl UnixAttestor {
             }
             Err(e) => tracing::debug!(pid = peer.pid, error = %e, "binary path not readable"),
         }
-        if start_time(&dir)? != started {
-            return Err(AttestError::Rejected(format!(
-                "process {} exited during attestation (pid reused)",
-                peer.pid
-            )));
-        }
+        process.verify_unchanged()?;
         out.sort();
         out.dedup();
         Ok(out)
@@ -151,33 +134,6 @@ impl UnixAttestor {
         }
         Ok(Some(d))
     }
-}
-
-fn read_small(p: &Path) -> Result<String, AttestError> {
-    std::fs::read_to_string(p)
-        .map_err(|e| AttestError::Rejected(format!("caller process is gone ({}: {e})", p.display())))
-}
-
-/// Field 22 of `/proc/<pid>/stat` (start time in clock ticks since boot). The command
-/// name (field 2) may hold spaces and parentheses, so parsing starts after the last `)`.
-fn start_time(dir: &Path) -> Result<u64, AttestError> {
-    let stat = read_small(&dir.join("stat"))?;
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or_else(|| AttestError::Internal("unparsable stat".into()))?;
-    rest.split_whitespace()
-        .nth(19)
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| AttestError::Internal("stat has no start time".into()))
-}
-
-/// The numbers on the `key` line of `/proc/<pid>/status`.
-fn status_ids(status: &str, key: &str) -> Option<Vec<u32>> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .map(|rest| rest.split_whitespace().filter_map(|v| v.parse().ok()).collect())
 }
 
 #[async_trait]
@@ -250,19 +206,6 @@ mod tests {
         let sels = a.attest(PeerCredentials { pid: 77, uid: 4242, gid: 1 }).await.unwrap();
         assert!(sels.contains(&"uid:4242".to_owned()));
         std::fs::remove_dir_all(root).unwrap();
-    }
-
-    #[test]
-    fn stat_and_status_parsing() {
-        let d = tempfile_dir();
-        std::fs::write(d.join("stat"), "9 (a) b) c) R 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 999 x")
-            .unwrap();
-        assert_eq!(start_time(&d).unwrap(), 999);
-        std::fs::write(d.join("stat"), "garbage").unwrap();
-        assert!(start_time(&d).is_err());
-        assert_eq!(status_ids("Groups:\t4 24 27\n", "Groups:"), Some(vec![4, 24, 27]));
-        assert_eq!(status_ids("Name: x\n", "Groups:"), None);
-        std::fs::remove_dir_all(d).unwrap();
     }
 
     fn tempfile_dir() -> PathBuf {

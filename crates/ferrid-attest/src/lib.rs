@@ -74,6 +74,14 @@ pub struct PeerCredentials {
 
 /// A workload attestor, hosted by the agent: turns a caller's credentials into
 /// selector values (the host prefixes them with [`WorkloadAttestor::name`]).
+///
+/// The agent runs every enabled workload attestor on each caller and takes the union
+/// of their selectors. An attestor that has nothing to say about a process (the `k8s`
+/// attestor for a process that is not in a pod container) returns
+/// [`AttestError::NotApplicable`]: the host then goes on with the other attestors'
+/// selectors. Any other error fails the caller's attestation as a whole, so a caller is
+/// never served from a partial picture of itself (its identities would silently shrink
+/// for as long as its stream stays open).
 #[async_trait::async_trait]
 pub trait WorkloadAttestor: Send + Sync + std::fmt::Debug {
     /// The attestor's name, e.g. `unix`: the selector type.
@@ -114,6 +122,11 @@ pub enum AttestError {
     /// A bug or an unexpected state.
     #[error("internal attestation error: {0}")]
     Internal(String),
+    /// The evidence is outside what this attestor describes (a workload attestor asked
+    /// about a process it does not cover, e.g. the `k8s` attestor and a host process).
+    /// Not a failure: the host uses the other attestors' results.
+    #[error("attestor does not apply: {0}")]
+    NotApplicable(String),
 }
 
 impl AttestError {
@@ -127,6 +140,7 @@ impl AttestError {
             Self::TooLarge { .. } => "too_large",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
+            Self::NotApplicable(_) => "not_applicable",
         }
     }
 }
@@ -218,11 +232,21 @@ mod tests {
             AttestError::TooLarge { limit: 1, got: 2 },
             AttestError::Unavailable(String::new()),
             AttestError::Internal(String::new()),
+            AttestError::NotApplicable(String::new()),
         ];
         let labels: Vec<_> = all.iter().map(AttestError::reason).collect();
         assert_eq!(
             labels,
-            ["malformed", "rejected", "expired", "replayed", "too_large", "unavailable", "internal"]
+            [
+                "malformed",
+                "rejected",
+                "expired",
+                "replayed",
+                "too_large",
+                "unavailable",
+                "internal",
+                "not_applicable"
+            ]
         );
     }
 
