@@ -1,7 +1,9 @@
 #!/bin/sh
 # Regenerates the documents in this folder (OpenSSL 3). Not run by the tests: the
 # outputs are committed. A throwaway CA stands in for Microsoft's: root -> intermediate
-# -> leaf "metadata.azure.com", plus a self-signed look-alike leaf.
+# -> leaf "metadata.azure.com", plus a self-signed look-alike leaf and a leaf for another
+# name. content.json is the input: set its timeStamp a little after the moment you run
+# this (the certificates start now) and update GENERATED in tests/common/mod.rs.
 set -eu
 cd "$(dirname "$0")"
 T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
