@@ -313,7 +313,7 @@ impl AwsIidAttestor {
                 (None, Some(p)) => (p.clone(), key.clone()),
                 _ => return Err(format!("{key}: set exactly one of pem_file and pem")),
             };
-            trust.add(c.proof, &c.region, trust::parse_pem(&text, &source)?);
+            trust.add(c.proof, &c.region, trust::parse_pem(&text, &source)?)?;
         }
         let proofs: BTreeSet<Proof> = cfg.proofs.iter().copied().collect();
         if !proofs.iter().any(|p| trust.has_any(*p)) {

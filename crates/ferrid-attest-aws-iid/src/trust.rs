@@ -120,18 +120,34 @@ impl TrustStore {
     pub(crate) fn builtin() -> Result<Self, String> {
         let mut s = Self::default();
         for (region, pem) in builtin::RSA2048 {
-            s.add(Proof::Rsa2048, region, parse_pem(pem, &format!("built-in rsa2048/{region}"))?);
+            s.add(Proof::Rsa2048, region, parse_pem(pem, &format!("built-in rsa2048/{region}"))?)?;
         }
         for (region, pem) in builtin::RSA {
-            s.add(Proof::Signature, region, parse_pem(pem, &format!("built-in rsa/{region}"))?);
+            s.add(Proof::Signature, region, parse_pem(pem, &format!("built-in rsa/{region}"))?)?;
         }
-        s.add(Proof::Pkcs7, ANY_REGION, parse_pem(builtin::DSA_GLOBAL, "built-in dsa/aws-dsa-global")?);
+        s.add(Proof::Pkcs7, ANY_REGION, parse_pem(builtin::DSA_GLOBAL, "built-in dsa/aws-dsa-global")?)?;
         Ok(s)
     }
 
-    /// Trusts `certs` for `proof` in `region` (or every region for `*`).
-    pub(crate) fn add(&mut self, proof: Proof, region: &str, certs: Vec<TrustedCert>) {
+    /// Trusts `certs` for `proof` in `region` (or every region for `*`); refuses a
+    /// key that cannot verify that proof.
+    pub(crate) fn add(&mut self, proof: Proof, region: &str, certs: Vec<TrustedCert>) -> Result<(), String> {
+        for c in &certs {
+            match (&c.key, proof) {
+                (Key::Rsa { bits, .. }, Proof::Rsa2048) if *bits < 2048 => {
+                    return Err(format!(
+                        "{}: RSA-{bits} key; the rsa2048 proof needs at least 2048 bits",
+                        c.source
+                    ));
+                }
+                (Key::Dsa(_), Proof::Rsa2048 | Proof::Signature) => {
+                    return Err(format!("{}: DSA key; the {proof} proof is signed with RSA", c.source));
+                }
+                _ => {}
+            }
+        }
         self.by.entry((proof, region.to_owned())).or_default().extend(certs);
+        Ok(())
     }
 
     /// The certificates that may sign a `proof` for `region`.
@@ -149,5 +165,38 @@ impl TrustStore {
     /// Whether any certificate, for any region, verifies `proof`.
     pub(crate) fn has_any(&self, proof: Proof) -> bool {
         self.by.iter().any(|((p, _), certs)| *p == proof && !certs.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_built_in_certificate_loads_under_its_region_and_proof() {
+        let s = TrustStore::builtin().unwrap();
+        assert_eq!(builtin::RSA2048.len(), 39);
+        assert_eq!(builtin::RSA.len(), 39);
+        for (region, _) in builtin::RSA2048 {
+            let certs = s.for_region(Proof::Rsa2048, region);
+            assert_eq!(certs.len(), 1, "{region}");
+            assert!(matches!(certs[0].key, Key::Rsa { bits: 2048, .. }), "{region}");
+            assert!(s.has_region(Proof::Signature, region), "{region}");
+            // The legacy proof: the global DSA certificate, for every region.
+            let dsa = s.for_region(Proof::Pkcs7, region);
+            assert!(matches!(dsa[..], [TrustedCert { key: Key::Dsa(_), .. }]), "{region}");
+            assert!(!s.has_region(Proof::Pkcs7, region));
+        }
+        assert!(s.for_region(Proof::Rsa2048, "xx-nowhere-1").is_empty());
+        assert!(s.for_region(Proof::Signature, "xx-nowhere-1").is_empty());
+    }
+
+    #[test]
+    fn non_certificates_are_refused() {
+        assert!(parse_pem("", "x").unwrap_err().contains("no PEM certificate"));
+        let key = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n";
+        assert!(parse_pem(key, "x").unwrap_err().contains("not CERTIFICATE"));
+        let junk = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        assert!(parse_pem(junk, "x").unwrap_err().starts_with("x: certificate 1"));
     }
 }

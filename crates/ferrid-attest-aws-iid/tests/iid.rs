@@ -972,17 +972,36 @@ async fn without_signed_attributes_a_changed_content_fails_the_signature() {
 }
 
 #[tokio::test]
-async fn rsa2048_refuses_sha1_digests() {
-    // The legacy pkcs7 PKCS#7 (SHA-1, DSA) presented as rsa2048 with the DSA
-    // certificate trusted for rsa2048: SHA-1 is refused before anything else.
+async fn rsa2048_refuses_sha1_and_certificates_that_do_not_fit_the_proof() {
+    // The legacy PKCS#7 (SHA-1 with DSA) presented as rsa2048: SHA-1 is refused before
+    // any key is looked at.
+    let a = attestor(&config());
     let v = vault();
-    let mut cfg = config();
-    cfg.extra_certs = vec![CertConfig {
-        proof: Proof::Rsa2048,
-        region: "*".into(),
-        pem_file: Some(data("pkcs7-dsa-vault/aws-dsa-cert.pem")),
-        pem: None,
-    }];
-    let a = attestor(&cfg);
     rejected_with(attest(&a, &payload(&v.document, Proof::Rsa2048, &v.value), v.when()).await, "SHA-1");
+    // Certificates whose keys cannot verify a proof are refused at start.
+    let cert =
+        |proof, file: &str| CertConfig { proof, region: "*".into(), pem_file: Some(data(file)), pem: None };
+    for (c, needle) in [
+        (
+            cert(Proof::Rsa2048, "pkcs7-dsa-vault/aws-dsa-cert.pem"),
+            "DSA key; the rsa2048 proof is signed with RSA",
+        ),
+        (cert(Proof::Signature, "pkcs7-dsa-vault/aws-dsa-cert.pem"), "DSA key; the signature proof"),
+        (
+            cert(Proof::Rsa2048, "rsa1024-signature-istio/aws-rsa1024-global-cert.pem"),
+            "RSA-1024 key; the rsa2048 proof needs at least 2048 bits",
+        ),
+    ] {
+        let mut cfg = config();
+        cfg.extra_certs = vec![c];
+        let e = AwsIidAttestor::from_config(&cfg).unwrap_err();
+        assert!(e.starts_with("aws_iid.extra_certs[0]") && e.contains(needle), "{e}");
+    }
+    // RSA and DSA both fit the legacy proof.
+    let mut cfg = config();
+    cfg.extra_certs = vec![
+        cert(Proof::Pkcs7, "pkcs7-dsa-vault/aws-dsa-cert.pem"),
+        cert(Proof::Pkcs7, "rsa2048-teleport/aws-rsa2048-us-west-2.pem"),
+    ];
+    AwsIidAttestor::from_config(&cfg).unwrap();
 }
