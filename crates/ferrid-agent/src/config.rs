@@ -63,6 +63,15 @@ pub struct AgentConfig {
     /// the section is present.
     #[serde(default)]
     pub k8s: Option<K8sSection>,
+    /// Attest the node with its EC2 instance identity document (`[aws_iid]`).
+    #[serde(default)]
+    pub aws_iid: Option<ferrid_attest_aws_iid::agent::AgentConfig>,
+    /// Attest the node with its GCE instance identity token (`[gcp_iit]`).
+    #[serde(default)]
+    pub gcp_iit: Option<ferrid_attest_gcp_iit::agent::AgentConfig>,
+    /// Attest the node with its Azure IMDS attested document (`[azure]`).
+    #[serde(default)]
+    pub azure: Option<ferrid_attest_azure::agent::AgentConfig>,
 }
 
 /// `[k8s]`: the `k8s` workload attestor. Every key is optional; an empty section
@@ -252,6 +261,7 @@ impl AgentConfig {
 
     /// Parses and validates TOML text.
     pub fn parse(text: &str) -> Result<(Self, TrustDomain), ConfigError> {
+        use ferrid_types::config::invalid;
         let c: Self = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         let td = TrustDomain::new(&c.trust_domain).map_err(|e| ConfigError::Invalid {
             key: "trust_domain",
@@ -270,6 +280,24 @@ impl AgentConfig {
         c.log.validate()?;
         if let Some(k8s) = &c.k8s {
             k8s.validate()?;
+        }
+        let node_attestors: Vec<&str> = [
+            ("k8s_psat", c.k8s_psat.is_some()),
+            ("aws_iid", c.aws_iid.is_some()),
+            ("gcp_iit", c.gcp_iit.is_some()),
+            ("azure", c.azure.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect();
+        if node_attestors.len() > 1 {
+            return Err(invalid(
+                "k8s_psat",
+                format!("configure one node attestor, not {}", node_attestors.join(" and ")),
+            ));
+        }
+        if let Some(a) = &c.aws_iid {
+            a.validate().map_err(|e| invalid("aws_iid", e))?;
         }
         Ok((c, td))
     }

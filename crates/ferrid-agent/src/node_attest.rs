@@ -58,9 +58,63 @@ impl Evidence for K8sPsat {
     }
 }
 
+struct AwsIid(ferrid_attest_aws_iid::agent::AgentConfig);
+
+#[async_trait::async_trait]
+impl Evidence for AwsIid {
+    fn name(&self) -> &'static str {
+        ferrid_attest_aws_iid::NAME
+    }
+
+    async fn payload(&self) -> Result<Vec<u8>, String> {
+        ferrid_attest_aws_iid::agent::collect(&self.0).await
+    }
+}
+
+struct GcpIit(ferrid_attest_gcp_iit::agent::AgentConfig);
+
+#[async_trait::async_trait]
+impl Evidence for GcpIit {
+    fn name(&self) -> &'static str {
+        ferrid_attest_gcp_iit::NAME
+    }
+
+    async fn payload(&self) -> Result<Vec<u8>, String> {
+        ferrid_attest_gcp_iit::agent::collect(&self.0).await
+    }
+}
+
+/// Azure: the server challenges with a nonce, answered with the IMDS attested document
+/// fetched with it.
+struct Azure(ferrid_attest_azure::agent::AgentConfig);
+
+#[async_trait::async_trait]
+impl Evidence for Azure {
+    fn name(&self) -> &'static str {
+        ferrid_attest_azure::NAME
+    }
+
+    async fn payload(&self) -> Result<Vec<u8>, String> {
+        ferrid_attest_azure::agent::initial_payload(&self.0).await
+    }
+
+    async fn respond(&self, challenge: &[u8]) -> Result<Vec<u8>, String> {
+        ferrid_attest_azure::agent::respond(&self.0, challenge).await
+    }
+}
+
 /// The evidence this agent presents: the configured platform attestor, else the join
 /// token.
 pub(crate) fn evidence(cfg: &AgentConfig) -> Result<Box<dyn Evidence>, String> {
+    if let Some(c) = &cfg.aws_iid {
+        return Ok(Box::new(AwsIid(c.clone())));
+    }
+    if let Some(c) = &cfg.gcp_iit {
+        return Ok(Box::new(GcpIit(c.clone())));
+    }
+    if let Some(c) = &cfg.azure {
+        return Ok(Box::new(Azure(c.clone())));
+    }
     if let Some(psat) = &cfg.k8s_psat {
         return Ok(Box::new(K8sPsat { cluster: psat.cluster.clone(), token_path: psat.token_path.clone() }));
     }

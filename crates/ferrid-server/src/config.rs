@@ -65,6 +65,15 @@ pub struct ServerConfig {
     /// projected service-account tokens (`[k8s_psat.clusters.<name>]`).
     #[serde(default)]
     pub k8s_psat: ferrid_attest_k8s_psat::PsatConfig,
+    /// The `aws_iid` node attestor: EC2 instance identity documents (`[aws_iid]`).
+    #[serde(default)]
+    pub aws_iid: Option<ferrid_attest_aws_iid::AwsIidConfig>,
+    /// The `gcp_iit` node attestor: GCE instance identity tokens (`[gcp_iit]`).
+    #[serde(default)]
+    pub gcp_iit: Option<ferrid_attest_gcp_iit::GcpIitConfig>,
+    /// The `azure` node attestor: IMDS attested documents (`[azure]`).
+    #[serde(default)]
+    pub azure: Option<ferrid_attest_azure::AzureConfig>,
     /// Publish the trust bundle to a Kubernetes ConfigMap (`[k8s_bundle]`).
     #[serde(default)]
     pub k8s_bundle: Option<crate::k8s_bundle::K8sBundleSection>,

@@ -233,6 +233,22 @@ pub async fn start(cfg: ValidatedConfig, clock: Arc<dyn Clock>) -> Result<Server
         attestors.register(Arc::new(psat)).map_err(|e| ServerError::Other(e.to_string()))?;
         tracing::info!(clusters = cfg.raw.k8s_psat.clusters.len(), "k8s_psat node attestor enabled");
     }
+    let invalid = |section: &str, e: String| ServerError::Other(format!("invalid config: `{section}`: {e}"));
+    if let Some(c) = &cfg.raw.aws_iid {
+        let a = ferrid_attest_aws_iid::AwsIidAttestor::from_config(c).map_err(|e| invalid("aws_iid", e))?;
+        attestors.register(Arc::new(a)).map_err(|e| ServerError::Other(e.to_string()))?;
+        tracing::info!(accounts = c.accounts.len(), "aws_iid node attestor enabled");
+    }
+    if let Some(c) = &cfg.raw.gcp_iit {
+        let a = ferrid_attest_gcp_iit::GcpIitAttestor::from_config(c).map_err(|e| invalid("gcp_iit", e))?;
+        attestors.register(Arc::new(a)).map_err(|e| ServerError::Other(e.to_string()))?;
+        tracing::info!(projects = c.allowed_projects.len(), "gcp_iit node attestor enabled");
+    }
+    if let Some(c) = &cfg.raw.azure {
+        let a = ferrid_attest_azure::AzureAttestor::from_config(c).map_err(|e| invalid("azure", e))?;
+        attestors.register(Arc::new(a)).map_err(|e| ServerError::Other(e.to_string()))?;
+        tracing::info!(subscriptions = c.allowed_subscriptions.len(), "azure node attestor enabled");
+    }
 
     let (tls_cfg, mut cert_from, mut cert_until) = build_tls(&ca, &cfg)?;
     let metrics = metrics::Metrics::new();
