@@ -11,8 +11,9 @@ use ferrid_attest::{NoChallenges, NodeAttestor};
 use ferrid_attest_azure::{AzureAttestor, AzureConfig, IdentityConfig};
 use libfuzzer_sys::fuzz_target;
 
-const JWKS: &[u8] =
-    include_bytes!("../../crates/ferrid-attest-gcp-iit/tests/data/agentcommunication/google-oauth2-v3-certs-jwks.json");
+const JWKS: &[u8] = include_bytes!(
+    "../../crates/ferrid-attest-gcp-iit/tests/data/agentcommunication/google-oauth2-v3-certs-jwks.json"
+);
 
 fn attestor() -> &'static AzureAttestor {
     static A: OnceLock<AzureAttestor> = OnceLock::new();
