@@ -9,11 +9,14 @@ use base64::Engine;
 use ferrid_attest_aws_iid::{AwsIidAttestor, AwsIidConfig, Proof, payload};
 use libfuzzer_sys::fuzz_target;
 
-const RSA_DOC: &str =
-    include_str!("../../crates/ferrid-attest-aws-iid/tests/data/rsa2048-teleport/instance1-us-west-2.document.json");
-const RSA_P7: &str =
-    include_str!("../../crates/ferrid-attest-aws-iid/tests/data/rsa2048-teleport/instance1-us-west-2.rsa2048.b64");
-const DSA_DOC: &str = include_str!("../../crates/ferrid-attest-aws-iid/tests/data/pkcs7-dsa-vault/document.json");
+const RSA_DOC: &str = include_str!(
+    "../../crates/ferrid-attest-aws-iid/tests/data/rsa2048-teleport/instance1-us-west-2.document.json"
+);
+const RSA_P7: &str = include_str!(
+    "../../crates/ferrid-attest-aws-iid/tests/data/rsa2048-teleport/instance1-us-west-2.rsa2048.b64"
+);
+const DSA_DOC: &str =
+    include_str!("../../crates/ferrid-attest-aws-iid/tests/data/pkcs7-dsa-vault/document.json");
 const DSA_P7: &str = include_str!("../../crates/ferrid-attest-aws-iid/tests/data/pkcs7-dsa-vault/pkcs7.b64");
 
 fn attestor() -> &'static AwsIidAttestor {
