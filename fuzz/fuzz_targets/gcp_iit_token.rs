@@ -10,8 +10,9 @@ use ferrid_attest::{NoChallenges, NodeAttestor};
 use ferrid_attest_gcp_iit::{GcpIitAttestor, GcpIitConfig};
 use libfuzzer_sys::fuzz_target;
 
-const GOOGLE_JWKS: &[u8] =
-    include_bytes!("../../crates/ferrid-attest-gcp-iit/tests/data/agentcommunication/google-oauth2-v3-certs-jwks.json");
+const GOOGLE_JWKS: &[u8] = include_bytes!(
+    "../../crates/ferrid-attest-gcp-iit/tests/data/agentcommunication/google-oauth2-v3-certs-jwks.json"
+);
 
 fn attestor() -> &'static GcpIitAttestor {
     static A: OnceLock<GcpIitAttestor> = OnceLock::new();
