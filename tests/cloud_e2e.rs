@@ -244,3 +244,131 @@ fn rsa_n_e(spki: &[u8]) -> (Vec<u8>, Vec<u8>) {
         _ => panic!("not RSA"),
     }
 }
+
+/// Signs `content` as IMDS does (PKCS#7 SignedData, SHA-256/RSA, content embedded, no
+/// signed attributes) with Python's `cryptography` (installed with py-spiffe in the
+/// test's virtualenv): an implementation independent of the verifier under test.
+fn imds_sign(
+    python: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    content: &str,
+) -> String {
+    use std::io::Write;
+    let script = "import sys, base64\n\
+from cryptography import x509\n\
+from cryptography.hazmat.primitives import hashes, serialization\n\
+from cryptography.hazmat.primitives.serialization import pkcs7\n\
+cert = x509.load_pem_x509_certificate(open(sys.argv[1], 'rb').read())\n\
+key = serialization.load_pem_private_key(open(sys.argv[2], 'rb').read(), None)\n\
+der = pkcs7.PKCS7SignatureBuilder().set_data(sys.stdin.buffer.read()).add_signer(cert, key, hashes.SHA256()).sign(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary, pkcs7.PKCS7Options.NoAttributes])\n\
+sys.stdout.write(base64.b64encode(der).decode())\n";
+    let mut child = std::process::Command::new(python)
+        .args(["-c", script])
+        .arg(cert)
+        .arg(key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(content.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "signing failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Azure: the server challenges the agent with a nonce; the agent fetches the attested
+/// document with it from (a stand-in for) IMDS (`GET /metadata/attested/document?
+/// api-version=2020-09-01&nonce=…` with `Metadata: true`), which signs it on the spot
+/// under a throwaway CA standing in for Microsoft's (configured as `roots_file`).
+#[tokio::test(flavor = "multi_thread")]
+async fn azure_agent_answers_the_nonce_challenge() {
+    let python = python_with_pyspiffe();
+    let tmp = tempfile::tempdir().unwrap();
+    let root_key = rcgen::KeyPair::generate().unwrap();
+    let mut root_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    root_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    root_params.distinguished_name.push(rcgen::DnType::CommonName, "Test Azure Root");
+    let root = root_params.self_signed(&root_key).unwrap();
+    let issuer = rcgen::Issuer::new(root_params, root_key);
+    let leaf_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let mut leaf_params = rcgen::CertificateParams::new(vec!["metadata.azure.com".to_owned()]).unwrap();
+    leaf_params.distinguished_name.push(rcgen::DnType::CommonName, "metadata.azure.com");
+    leaf_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+    let (root_pem, leaf_pem, key_pem) =
+        (tmp.path().join("root.pem"), tmp.path().join("leaf.pem"), tmp.path().join("leaf.key"));
+    std::fs::write(&root_pem, root.pem()).unwrap();
+    std::fs::write(&leaf_pem, leaf.pem()).unwrap();
+    std::fs::write(&key_pem, leaf_key.serialize_pem()).unwrap();
+
+    let subscription = "5f130ffc-0a3e-4795-b691-4f56a12a5547";
+    let vm = "bd8e7443-24a0-41f3-b949-8baf4fd1c573";
+    let nonces = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = nonces.clone();
+    let (py, lp, kp) = (python.clone(), leaf_pem.clone(), key_pem.clone());
+    let router = axum::Router::new().route(
+        "/metadata/attested/document",
+        get(move |h: HeaderMap, Query(q): Query<std::collections::HashMap<String, String>>| async move {
+            if h.get("metadata").and_then(|v| v.to_str().ok()) != Some("true") {
+                return (StatusCode::BAD_REQUEST, "Required metadata header not specified").into_response();
+            }
+            let nonce = q.get("nonce").cloned().unwrap_or_default();
+            seen.lock().unwrap().push(nonce.clone());
+            let fmt = time::macros::format_description!(
+                "[month]/[day]/[year repr:last_two] [hour]:[minute]:[second] -0000"
+            );
+            let now = time::OffsetDateTime::now_utc();
+            let content = serde_json::json!({
+                "licenseType": "", "nonce": nonce, "plan": {"name": "", "product": "", "publisher": ""},
+                "sku": "22_04-lts-gen2", "subscriptionId": subscription, "vmId": vm,
+                "timeStamp": {"createdOn": now.format(&fmt).unwrap(),
+                              "expiresOn": (now + time::Duration::hours(6)).format(&fmt).unwrap()},
+            })
+            .to_string();
+            let (py, lp, kp) = (py.clone(), lp.clone(), kp.clone());
+            let sig = tokio::task::spawn_blocking(move || imds_sign(&py, &lp, &kp, &content)).await.unwrap();
+            axum::Json(serde_json::json!({"encoding": "pkcs7", "signature": sig})).into_response()
+        }),
+    );
+    let imds = ferrid_test_util::serve(router, None).await;
+
+    let server = Server::start_with(
+        &tmp.path().join("server"),
+        format!("127.0.0.1:{}", free_port()),
+        &format!(
+            "[azure]\nallowed_subscriptions = [\"{subscription}\"]\nroots_file = \"{}\"\n",
+            root_pem.display()
+        ),
+    );
+    let bundle = tmp.path().join("bundle.pem");
+    std::fs::write(&bundle, server.ok(&["bundle", "show", "--format", "pem"])).unwrap();
+    let agent_id = format!("spiffe://{TD}/ferrid/agent/azure/{subscription}/{vm}");
+    let uid = nix::unistd::getuid().as_raw();
+    server.ok(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        &format!("spiffe://{TD}/azure/api"),
+        "--parent-id",
+        &agent_id,
+        "--selector",
+        &format!("unix:uid:{uid}"),
+    ]);
+    let section = format!("[azure]\nimds_url = \"http://127.0.0.1:{}\"\n", imds.port());
+    let dir = tmp.path().join("agent");
+    let agent = Agent::start(&agent_config(&dir, &server, &bundle, &section), &dir.join("api.sock"));
+    let client = eventually(60, "connect", || WorkloadApiClient::connect_to(agent.endpoint())).await;
+    let svid = eventually(60, "SVID through an azure agent", || client.fetch_x509_svid()).await;
+    assert_eq!(svid.spiffe_id().to_string(), format!("spiffe://{TD}/azure/api"));
+    let agents = server.json(&["agent", "list"]).to_string();
+    assert!(agents.contains(&format!("azure:vm_id:{vm}")), "{agents}");
+    // The document was fetched with a nonce the server chose (not empty, not fixed).
+    let nonces = nonces.lock().unwrap().clone();
+    assert_eq!(nonces.len(), 1, "{nonces:?}");
+    assert!(
+        nonces[0].len() >= 8 && nonces[0].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+        "{nonces:?}"
+    );
+}
