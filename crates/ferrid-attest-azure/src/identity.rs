@@ -253,13 +253,7 @@ fn peek_tenant(token: &str) -> Result<String, AttestError> {
 }
 
 fn jwt_error(e: JwtError) -> AttestError {
-    match e {
-        JwtError::Expired { .. } => AttestError::Expired(format!("managed identity token: {e}")),
-        JwtError::Malformed(_) => AttestError::Malformed(format!("managed identity token: {e}")),
-        JwtError::TooLarge(n) => AttestError::TooLarge { limit: ferrid_jwt::MAX_TOKEN_BYTES, got: n },
-        JwtError::KeysUnavailable(_) => AttestError::Unavailable(format!("managed identity token: {e}")),
-        other => AttestError::Rejected(format!("managed identity token: {other}")),
-    }
+    e.into_attest("managed identity token")
 }
 
 #[cfg(test)]

@@ -217,13 +217,7 @@ impl GcpIitAttestor {
 }
 
 fn jwt_error(e: JwtError) -> AttestError {
-    match e {
-        JwtError::Expired { .. } => AttestError::Expired(format!("identity token: {e}")),
-        JwtError::Malformed(_) => AttestError::Malformed(format!("identity token: {e}")),
-        JwtError::TooLarge(n) => AttestError::TooLarge { limit: ferrid_jwt::MAX_TOKEN_BYTES, got: n },
-        JwtError::KeysUnavailable(_) => AttestError::Unavailable(format!("identity token: {e}")),
-        other => AttestError::Rejected(format!("identity token: {other}")),
-    }
+    e.into_attest("identity token")
 }
 
 /// The instance a verified token describes.

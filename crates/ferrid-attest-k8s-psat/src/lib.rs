@@ -318,16 +318,14 @@ fn claim<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
 }
 
 fn jwt_error(e: JwtError) -> AttestError {
+    const WHAT: &str = "service-account token";
     match e {
-        JwtError::Expired { .. } => AttestError::Expired(format!("service-account token: {e}")),
-        JwtError::Malformed(_) | JwtError::TooLarge(_) => {
-            AttestError::Malformed(format!("service-account token: {e}"))
-        }
+        // Refused before verification; kept a parse error here as before.
+        JwtError::TooLarge(_) => AttestError::Malformed(format!("{WHAT}: {e}")),
         JwtError::MissingClaim("aud" | "exp") => AttestError::Rejected(format!(
-            "service-account token: {e} (legacy secret-based tokens are not accepted; mount a projected token with this server's audience)"
+            "{WHAT}: {e} (legacy secret-based tokens are not accepted; mount a projected token with this server's audience)"
         )),
-        JwtError::KeysUnavailable(_) => AttestError::Unavailable(format!("service-account token: {e}")),
-        other => AttestError::Rejected(format!("service-account token: {other}")),
+        other => other.into_attest(WHAT),
     }
 }
 

@@ -90,6 +90,23 @@ pub enum JwtError {
     KeysUnavailable(String),
 }
 
+impl JwtError {
+    /// The attestation error for a refused `what` (e.g. "identity token"): expired
+    /// tokens are `Expired`, unparsable ones `Malformed`, oversized ones `TooLarge`,
+    /// unreachable issuer keys `Unavailable`, everything else `Rejected`. The message
+    /// names `what` and the reason.
+    pub fn into_attest(self, what: &str) -> ferrid_attest::AttestError {
+        use ferrid_attest::AttestError;
+        match self {
+            Self::Expired { .. } => AttestError::Expired(format!("{what}: {self}")),
+            Self::Malformed(_) => AttestError::Malformed(format!("{what}: {self}")),
+            Self::TooLarge(n) => AttestError::TooLarge { limit: MAX_TOKEN_BYTES, got: n },
+            Self::KeysUnavailable(_) => AttestError::Unavailable(format!("{what}: {self}")),
+            other => AttestError::Rejected(format!("{what}: {other}")),
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Key {
     kid: Option<String>,
