@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ferrid/types/v1/types.proto",
         "ferrid/node/v1/node.proto",
         "ferrid/admin/v1/admin.proto",
+        "ferrid/exchange/v1/exchange.proto",
         "spiffe/workload/workload.proto",
     ];
     for f in &files {

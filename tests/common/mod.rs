@@ -243,7 +243,8 @@ pub fn python_with_pyspiffe() -> PathBuf {
     // Test binaries run as separate processes (nextest runs them side by side): an
     // exclusive file lock makes one create the venv while the others wait, instead of
     // running a half-installed pip.
-    let lock = std::fs::File::create(Path::new(env!("CARGO_TARGET_TMPDIR")).join("py-spiffe-venv.lock")).unwrap();
+    let lock =
+        std::fs::File::create(Path::new(env!("CARGO_TARGET_TMPDIR")).join("py-spiffe-venv.lock")).unwrap();
     lock.lock().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let reqs = root.join("tests/py/requirements.txt");

@@ -535,6 +535,7 @@ impl NodeAttestor for AwsIidAttestor {
             can_reattest: self.allow_reattestation,
             replay_key,
             replay_expires_at,
+            evidence_expires_at: None,
         })
     }
 }

@@ -332,6 +332,7 @@ impl NodeAttestor for AzureAttestor {
             can_reattest: self.allow_reattestation,
             replay_key: Some(replay_key),
             replay_expires_at,
+            evidence_expires_at: None,
         })
     }
 }

@@ -287,12 +287,7 @@ impl NodeAttestor for GcpIitAttestor {
         _challenger: &mut dyn Challenger,
         now: time::OffsetDateTime,
     ) -> Result<Attested, AttestError> {
-        if payload.len() > ferrid_jwt::MAX_TOKEN_BYTES {
-            return Err(AttestError::TooLarge { limit: ferrid_jwt::MAX_TOKEN_BYTES, got: payload.len() });
-        }
-        let token = std::str::from_utf8(payload)
-            .map_err(|_| AttestError::Malformed("the identity token is not UTF-8".into()))?
-            .trim();
+        let token = ferrid_jwt::token_payload(payload, "identity token")?;
         let now = now.unix_timestamp();
         let claims = self.verify(token, now).await?;
         let i = instance(&claims)?;
@@ -352,6 +347,7 @@ impl NodeAttestor for GcpIitAttestor {
             can_reattest: self.allow_reattestation,
             replay_key: (!self.allow_reattestation).then_some(replay_key),
             replay_expires_at: if self.allow_reattestation { 0 } else { TOFU_EXPIRES_AT },
+            evidence_expires_at: None,
         })
     }
 }

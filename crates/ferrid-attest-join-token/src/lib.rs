@@ -126,6 +126,7 @@ impl NodeAttestor for JoinTokenAttestor {
             can_reattest: false,
             replay_key: Some(format!("{NAME}:{id}")),
             replay_expires_at: record.expires_at,
+            evidence_expires_at: None,
         })
     }
 }

@@ -435,6 +435,7 @@ impl NodeAttestor for K8sPsatAttestor {
             can_reattest: true,
             replay_key: None,
             replay_expires_at: 0,
+            evidence_expires_at: None,
         })
     }
 }

@@ -43,6 +43,9 @@ pub struct Attested {
     pub replay_key: Option<String>,
     /// Unix seconds until which the replay record is kept (normally the evidence's expiry).
     pub replay_expires_at: i64,
+    /// When the evidence itself stops being valid (a token's `exp`), if it says. A
+    /// credential exchanged directly for the evidence never outlives it.
+    pub evidence_expires_at: Option<i64>,
 }
 
 /// A node attestor, hosted by the server.

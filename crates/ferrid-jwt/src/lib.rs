@@ -19,6 +19,9 @@
 #![forbid(unsafe_code)]
 
 pub mod remote;
+mod verifier;
+
+pub use verifier::{IssuerKeys, Verifier};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -105,6 +108,18 @@ impl JwtError {
             other => AttestError::Rejected(format!("{what}: {other}")),
         }
     }
+}
+
+/// A node attestor's payload as a token: at most [`MAX_TOKEN_BYTES`], UTF-8, without
+/// surrounding whitespace. `what` names the token in errors ("identity token").
+pub fn token_payload<'a>(payload: &'a [u8], what: &str) -> Result<&'a str, ferrid_attest::AttestError> {
+    use ferrid_attest::AttestError;
+    if payload.len() > MAX_TOKEN_BYTES {
+        return Err(AttestError::TooLarge { limit: MAX_TOKEN_BYTES, got: payload.len() });
+    }
+    std::str::from_utf8(payload)
+        .map(str::trim)
+        .map_err(|_| AttestError::Malformed(format!("the {what} is not UTF-8")))
 }
 
 #[derive(Clone)]
@@ -284,6 +299,26 @@ fn raw_alg(token: &str) -> Result<String, JwtError> {
         .and_then(Value::as_str)
         .map(str::to_owned)
         .ok_or(JwtError::Malformed("header has no alg".into()))
+}
+
+/// The `iss` claim of a token, read **without verifying anything**: only for choosing
+/// which issuer's verifier to run (the verifier then checks `iss` again).
+pub fn unverified_issuer(token: &str) -> Result<String, JwtError> {
+    use base64::Engine;
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(JwtError::TooLarge(token.len()));
+    }
+    let mut parts = token.split('.');
+    let (Some(_), Some(body), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(JwtError::Malformed("a JWS compact token has three parts".into()));
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(body.trim_end_matches('='))
+        .map_err(|_| JwtError::Malformed("claims are not base64url".into()))?;
+    let v: Value =
+        serde_json::from_slice(&bytes).map_err(|_| JwtError::Malformed("claims are not JSON".into()))?;
+    v.get("iss").and_then(Value::as_str).map(str::to_owned).ok_or(JwtError::MissingClaim("iss"))
 }
 
 /// Verifies `token` under `keys` at `now` (Unix seconds).

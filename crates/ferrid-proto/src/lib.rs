@@ -27,6 +27,14 @@ pub mod admin {
     }
 }
 
+/// Direct SVID exchange for workloads without an agent (`ferrid.exchange.v1`).
+pub mod exchange {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("ferrid.exchange.v1");
+    }
+}
+
 /// The SPIFFE Workload API (`SpiffeWorkloadAPI`, no protobuf package).
 pub mod workload {
     tonic::include_proto!("_");

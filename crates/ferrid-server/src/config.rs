@@ -74,6 +74,15 @@ pub struct ServerConfig {
     /// The `azure` node attestor: IMDS attested documents (`[azure]`).
     #[serde(default)]
     pub azure: Option<ferrid_attest_azure::AzureConfig>,
+    /// Direct exchange of GitHub Actions job tokens (`[github_actions]`).
+    #[serde(default)]
+    pub github_actions: Option<ferrid_attest_oidc::GitHubConfig>,
+    /// Direct exchange of GitLab CI job tokens (`[gitlab_ci]`).
+    #[serde(default)]
+    pub gitlab_ci: Option<ferrid_attest_oidc::GitLabConfig>,
+    /// Direct exchange of tokens from other OIDC issuers (`[[oidc]]`, one per provider).
+    #[serde(default)]
+    pub oidc: Vec<ferrid_attest_oidc::OidcProviderConfig>,
     /// Publish the trust bundle to a Kubernetes ConfigMap (`[k8s_bundle]`).
     #[serde(default)]
     pub k8s_bundle: Option<crate::k8s_bundle::K8sBundleSection>,

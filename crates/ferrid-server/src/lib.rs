@@ -9,6 +9,7 @@
 mod admin;
 pub mod config;
 mod error;
+mod exchange;
 mod health;
 pub mod k8s_bundle;
 mod metrics;
@@ -34,6 +35,7 @@ use ferrid_attest::{AttestError, Registry};
 use ferrid_attest_join_token::{JoinTokenAttestor, JoinTokenSource};
 use ferrid_ca::{Authority, CaConfig, DiskKeyStore, KeyStore, MemoryKeyStore, UpstreamCa, X509SvidRequest};
 use ferrid_proto::admin::v1::admin_server::AdminServer;
+use ferrid_proto::exchange::v1::exchange_server::ExchangeServer;
 use ferrid_proto::node::v1::node_server::NodeServer;
 use ferrid_store::{SqliteStore, Store};
 use ferrid_types::{Clock, JoinTokenRecord};
@@ -208,6 +210,48 @@ fn build_tls(ca: &Authority, cfg: &ValidatedConfig) -> Result<(rustls::ServerCon
     Ok((tls, svid.not_before, svid.not_after))
 }
 
+/// The direct-exchange attestors the configuration enables, one per issuer. Errors
+/// name the section and key at fault.
+pub(crate) fn exchange_attestors(
+    cfg: &ValidatedConfig,
+) -> Result<Vec<exchange::ExchangeAttestor>, ServerError> {
+    use ferrid_attest_oidc::CiAttestor;
+    let invalid = |section: &str, e: String| ServerError::Other(format!("invalid config: `{section}`: {e}"));
+    let mut out: Vec<CiAttestor> = Vec::new();
+    if let Some(c) = &cfg.raw.github_actions {
+        out.push(CiAttestor::github(c, None).map_err(|e| invalid("github_actions", e))?);
+    }
+    if let Some(c) = &cfg.raw.gitlab_ci {
+        out.push(CiAttestor::gitlab(c, None).map_err(|e| invalid("gitlab_ci", e))?);
+    }
+    for (i, c) in cfg.raw.oidc.iter().enumerate() {
+        out.push(CiAttestor::oidc(c, None).map_err(|e| invalid(&format!("oidc[{i}]"), e))?);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for a in &out {
+        if !seen.insert(a.issuer().to_owned()) {
+            return Err(invalid(
+                "oidc",
+                format!("issuer {:?} is configured twice; tokens are routed by issuer", a.issuer()),
+            ));
+        }
+        if let Some(p) = a.provider()
+            && cfg.raw.oidc.iter().filter(|c| c.name == p).count() > 1
+        {
+            return Err(invalid("oidc", format!("name {p:?} is used by two providers")));
+        }
+        tracing::info!(
+            attestor = ferrid_attest::NodeAttestor::name(a),
+            issuer = a.issuer(),
+            "direct exchange enabled"
+        );
+    }
+    Ok(out
+        .into_iter()
+        .map(|a| exchange::ExchangeAttestor { issuer: a.issuer().to_owned(), attestor: Arc::new(a) })
+        .collect())
+}
+
 /// Starts the server with `clock` as its source of time.
 pub async fn start(cfg: ValidatedConfig, clock: Arc<dyn Clock>) -> Result<ServerHandle, ServerError> {
     create_private_dir(&cfg.raw.data_dir)?;
@@ -250,9 +294,12 @@ pub async fn start(cfg: ValidatedConfig, clock: Arc<dyn Clock>) -> Result<Server
         tracing::info!(subscriptions = c.allowed_subscriptions.len(), "azure node attestor enabled");
     }
 
+    let exchange = exchange_attestors(&cfg)?;
+
     let (tls_cfg, mut cert_from, mut cert_until) = build_tls(&ca, &cfg)?;
     let metrics = metrics::Metrics::new();
-    let shared = Arc::new(Shared::load(cfg.clone(), ca, store, attestors, clock, metrics, tls_cfg).await?);
+    let shared =
+        Arc::new(Shared::load(cfg.clone(), ca, store, attestors, exchange, clock, metrics, tls_cfg).await?);
     shared.metrics.entries.set(i64::try_from(shared.entries().by_id.len()).unwrap_or(i64::MAX));
     shared.metrics.bundle_sequence.set(i64::try_from(shared.bundle().sequence).unwrap_or(i64::MAX));
 
@@ -296,11 +343,14 @@ pub async fn start(cfg: ValidatedConfig, clock: Arc<dyn Clock>) -> Result<Server
         let svc = NodeServer::new(node::NodeService { shared: shared.clone(), stop: shutdown_rx.clone() })
             .max_decoding_message_size(limit)
             .max_encoding_message_size(usize::MAX);
+        let exchange_svc = ExchangeServer::new(exchange::ExchangeService { shared: shared.clone() })
+            .max_decoding_message_size(limit);
         let mut stop = shutdown_rx.clone();
         tasks.spawn(async move {
             let r = tonic::transport::Server::builder()
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .add_service(svc)
+                .add_service(exchange_svc)
                 .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), async move {
                     let _ = stop.changed().await;
                 })

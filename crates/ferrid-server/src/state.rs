@@ -75,6 +75,27 @@ impl EntryIndex {
     }
 }
 
+impl EntryIndex {
+    /// The entries parented to `parent` whose selectors `attested` all satisfies, and
+    /// that have not expired at `now`. Sorted by SPIFFE ID, then entry ID.
+    pub(crate) fn matching(
+        &self,
+        parent: &SpiffeId,
+        attested: &SelectorSet,
+        now: i64,
+    ) -> Vec<Arc<RegistrationEntry>> {
+        let mut out: Vec<_> = self
+            .children(parent)
+            .filter(|e| !e.is_expired(now) && attested.satisfies(&e.selectors))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| {
+            a.spiffe_id.to_string().cmp(&b.spiffe_id.to_string()).then_with(|| a.id.cmp(&b.id))
+        });
+        out
+    }
+}
+
 /// State shared by every service and background task.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -84,6 +105,8 @@ pub(crate) struct Shared {
     pub(crate) ca: Authority,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) attestors: Registry,
+    /// Attestors for direct exchange, by issuer.
+    pub(crate) exchange: Vec<crate::exchange::ExchangeAttestor>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) metrics: Metrics,
     entries: ArcSwap<EntryIndex>,
@@ -102,6 +125,7 @@ impl Shared {
         ca: Authority,
         store: Arc<dyn Store>,
         attestors: Registry,
+        exchange: Vec<crate::exchange::ExchangeAttestor>,
         clock: Arc<dyn Clock>,
         metrics: Metrics,
         tls: rustls::ServerConfig,
@@ -117,6 +141,7 @@ impl Shared {
             ca,
             store,
             attestors,
+            exchange,
             clock,
             metrics,
             entries: ArcSwap::from_pointee(EntryIndex::build(entries)),

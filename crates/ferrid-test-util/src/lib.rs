@@ -5,6 +5,8 @@
 //! over plain HTTP or over TLS with a throwaway CA ([`TestTls`]).
 #![forbid(unsafe_code)]
 
+pub mod jwt;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 

@@ -51,6 +51,14 @@ pub fn server_id(td: &TrustDomain) -> SpiffeId {
         .expect("a valid trust domain always yields a valid server ID")
 }
 
+/// The parent ID of registration entries issued by direct exchange (a CI job trading
+/// its OIDC token for an SVID, with no agent): `spiffe://<td>/ferrid/exchange`. An
+/// entry under it matches when the token's attested selectors include all of its own.
+pub fn exchange_parent_id(td: &TrustDomain) -> SpiffeId {
+    SpiffeId::new(format!("spiffe://{}/ferrid/exchange", td.as_str()))
+        .expect("a valid trust domain always yields a valid exchange parent ID")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,6 +41,9 @@ enum Command {
     /// Mint a JWT-SVID for any SPIFFE ID (operators only).
     #[command(subcommand)]
     Jwt(JwtCmd),
+    /// Get SVIDs without an agent: `svid exchange` trades a CI job's OIDC token.
+    #[command(subcommand)]
+    Svid(crate::exchange_cmd::SvidCmd),
     /// Check that a server is live and ready.
     Healthcheck(HealthArgs),
 }
@@ -410,6 +413,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<()> {
             output::jwt(admin.output, &t);
             Ok(())
         }
+        Command::Svid(cmd) => crate::exchange_cmd::run(cmd).await,
         Command::Healthcheck(args) => healthcheck(&args.address).await,
     }
 }

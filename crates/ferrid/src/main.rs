@@ -5,6 +5,7 @@ mod admin_client;
 mod agent_cmd;
 mod cli;
 mod dev;
+mod exchange_cmd;
 mod output;
 mod server_cmd;
 

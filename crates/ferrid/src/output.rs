@@ -16,7 +16,7 @@ pub(crate) enum Output {
     Json,
 }
 
-fn when(unix: i64) -> String {
+pub(crate) fn when(unix: i64) -> String {
     if unix == 0 {
         return "never".into();
     }
