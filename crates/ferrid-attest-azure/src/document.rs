@@ -14,7 +14,10 @@
 //! 3. The content's `timeStamp.createdOn` (`MM/DD/YY hh:mm:ss -0000`, UTC).
 //! 4. The signer's chain to a trusted root through the known intermediates, by
 //!    rustls-webpki, **at `createdOn`** (the caller also requires `createdOn` to be
-//!    recent), for TLS server authentication.
+//!    recent), for TLS server authentication. When the issuer is unknown and the caller
+//!    gives an [`crate::aia::Fetcher`] ([`verify_document_with_aia`]), the intermediates
+//!    named by the leaf's Authority Information Access URIs are fetched and the chain
+//!    verified again with them.
 //! 5. The leaf's DNS names (subjectAltName) against the allowed names.
 //!
 //! Why rustls-webpki: it is the path builder rustls trusts for every TLS connection of
@@ -232,10 +235,17 @@ fn signer_certificate(
     Err(rejected("the signer's certificate is not in the document"))
 }
 
-/// Verifies a DER attested document against `trust`, validating the chain at
-/// `chain_time` (Unix seconds) or, when `None`, at the document's own `createdOn`.
-/// Policy (nonce, freshness, subscription) is the caller's.
-pub fn verify_document(der: &[u8], trust: &Trust, chain_time: Option<i64>) -> Result<Document, AttestError> {
+/// A document whose structure and signature verify; its chain and names not checked yet.
+struct Signed {
+    leaf: CertificateDer<'static>,
+    content: Content,
+    raw: Vec<u8>,
+    created_on: i64,
+    expires_on: i64,
+}
+
+/// Steps 1-3: structure, signature, time stamps.
+fn verify_signed(der: &[u8]) -> Result<Signed, AttestError> {
     if der.len() > MAX_DOCUMENT_BYTES {
         return Err(AttestError::TooLarge { limit: MAX_DOCUMENT_BYTES, got: der.len() });
     }
@@ -322,41 +332,139 @@ pub fn verify_document(der: &[u8], trust: &Trust, chain_time: Option<i64>) -> Re
         )
     })?;
 
-    // The chain, at the document's time.
-    let at = chain_time.unwrap_or(created_on);
-    let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(u64::try_from(at).unwrap_or(0)));
-    leaf.verify_for_usage(
-        webpki::ALL_VERIFICATION_ALGS,
-        &trust.anchors,
-        &trust.intermediates,
-        at,
-        webpki::KeyUsage::server_auth(),
-        None,
-        None,
-    )
-    .map_err(|e| match e {
-        webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. } => {
-            AttestError::Expired(format!("attested document: signer certificate chain: {e}"))
-        }
-        _ => rejected(format!("signer certificate chain: {e}")),
-    })?;
+    Ok(Signed { leaf: leaf_der, content: c, raw: content.to_vec(), created_on, expires_on })
+}
 
-    let signer_names: Vec<String> = leaf.valid_dns_names().map(str::to_owned).collect();
-    if !signer_names.iter().any(|n| trust.name_allowed(n)) {
-        return Err(rejected(format!(
-            "signer certificate names {signer_names:?} match none of allowed_names {:?}",
-            trust.names
-        )));
+impl Signed {
+    /// `chain_time`, or the document's `createdOn`.
+    fn chain_time(&self, chain_time: Option<i64>) -> UnixTime {
+        let at = chain_time.unwrap_or(self.created_on);
+        UnixTime::since_unix_epoch(std::time::Duration::from_secs(u64::try_from(at).unwrap_or(0)))
     }
-    Ok(Document {
-        nonce: c.nonce,
-        vm_id: c.vm_id,
-        subscription_id: c.subscription_id,
-        created_on,
-        expires_on,
-        signer_names,
-        content: content.to_vec(),
-    })
+
+    /// Step 4: the chain through the known intermediates and `extra` to a root, at `at`.
+    /// Returns the DER of the intermediates on the path.
+    fn chain(
+        &self,
+        trust: &Trust,
+        extra: &[CertificateDer<'static>],
+        at: UnixTime,
+    ) -> Result<Vec<Vec<u8>>, webpki::Error> {
+        let leaf = webpki::EndEntityCert::try_from(&self.leaf)?;
+        let intermediates: std::borrow::Cow<'_, [CertificateDer<'static>]> = if extra.is_empty() {
+            std::borrow::Cow::Borrowed(&trust.intermediates)
+        } else {
+            trust.intermediates.iter().chain(extra).cloned().collect::<Vec<_>>().into()
+        };
+        let path = leaf.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &trust.anchors,
+            &intermediates,
+            at,
+            webpki::KeyUsage::server_auth(),
+            None,
+            None,
+        )?;
+        Ok(path.intermediate_certificates().map(|c| c.der().to_vec()).collect())
+    }
+
+    /// Step 5: the leaf's DNS names, one of which must be allowed.
+    fn names(&self, trust: &Trust) -> Result<Vec<String>, AttestError> {
+        let leaf =
+            webpki::EndEntityCert::try_from(&self.leaf).map_err(|e| malformed("signer certificate", e))?;
+        let signer_names: Vec<String> = leaf.valid_dns_names().map(str::to_owned).collect();
+        if !signer_names.iter().any(|n| trust.name_allowed(n)) {
+            return Err(rejected(format!(
+                "signer certificate names {signer_names:?} match none of allowed_names {:?}",
+                trust.names
+            )));
+        }
+        Ok(signer_names)
+    }
+
+    fn into_document(self, signer_names: Vec<String>) -> Document {
+        Document {
+            nonce: self.content.nonce,
+            vm_id: self.content.vm_id,
+            subscription_id: self.content.subscription_id,
+            created_on: self.created_on,
+            expires_on: self.expires_on,
+            signer_names,
+            content: self.raw,
+        }
+    }
+}
+
+/// A chain error as the attestation error; `context` follows the error (e.g. which
+/// fetched intermediates were tried).
+fn chain_error(e: webpki::Error, context: &str) -> AttestError {
+    let msg = format!("attested document: signer certificate chain: {e}{context}");
+    match e {
+        webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. } => {
+            AttestError::Expired(msg)
+        }
+        _ => AttestError::Rejected(msg),
+    }
+}
+
+/// Verifies a DER attested document against `trust`, validating the chain at
+/// `chain_time` (Unix seconds) or, when `None`, at the document's own `createdOn`.
+/// Policy (nonce, freshness, subscription) is the caller's. Fetches nothing: an issuer
+/// missing from `trust` is `UnknownIssuer` (see [`verify_document_with_aia`]).
+pub fn verify_document(der: &[u8], trust: &Trust, chain_time: Option<i64>) -> Result<Document, AttestError> {
+    let s = verify_signed(der)?;
+    s.chain(trust, &[], s.chain_time(chain_time)).map_err(|e| chain_error(e, ""))?;
+    let names = s.names(trust)?;
+    Ok(s.into_document(names))
+}
+
+/// Like [`verify_document`], but when the chain does not build because the signer's
+/// issuer is unknown (`UnknownIssuer`), the intermediates named by the signer
+/// certificate's caIssuers URIs are fetched (or taken from `fetcher`'s cache, see
+/// [`crate::aia`]) and the chain is verified again with them as candidate
+/// intermediates. The leaf's names are checked before anything is fetched. `now` (Unix
+/// seconds) drives the cache and the rate limits.
+///
+/// Errors: `Unavailable` when a fetch failed for network reasons and nothing was
+/// fetched; `Rejected` when the certificate names no allowed caIssuers URI, a response
+/// is not a certificate, or the chain still does not verify.
+pub async fn verify_document_with_aia(
+    der: &[u8],
+    trust: &Trust,
+    chain_time: Option<i64>,
+    fetcher: &crate::aia::Fetcher,
+    now: i64,
+) -> Result<Document, AttestError> {
+    let s = verify_signed(der)?;
+    let at = s.chain_time(chain_time);
+    match s.chain(trust, &[], at) {
+        Ok(_) => {}
+        Err(webpki::Error::UnknownIssuer) => {
+            // No request on behalf of a certificate that would be refused anyway.
+            s.names(trust)?;
+            let fetched = fetcher
+                .issuers_of(s.leaf.as_ref(), now)
+                .await
+                .map_err(|e| rejected(format!("signer certificate chain: UnknownIssuer; {e}")))?;
+            if fetched.certs.is_empty() {
+                return Err(crate::aia::nothing_fetched(&fetched));
+            }
+            match s.chain(trust, &fetched.all(), at) {
+                Ok(path) => fetcher.confirm(&fetched.sources_of(&path)),
+                Err(e) => {
+                    let urls: Vec<&str> = fetched.certs.iter().map(|(u, _)| u.as_str()).collect();
+                    let mut context = format!(", also with the certificate fetched from {}", urls.join(", "));
+                    if !fetched.failures.is_empty() {
+                        context = format!("{context} ({})", fetched.describe_failures());
+                    }
+                    return Err(chain_error(e, &context));
+                }
+            }
+        }
+        Err(e) => return Err(chain_error(e, "")),
+    }
+    let names = s.names(trust)?;
+    Ok(s.into_document(names))
 }
 
 /// IMDS's answer to `/metadata/attested/document`: `{"encoding": "pkcs7", "signature":

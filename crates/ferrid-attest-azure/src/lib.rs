@@ -12,9 +12,10 @@
 //! 3. The agent answers with IMDS's response to
 //!    `/metadata/attested/document?api-version=2020-09-01&nonce=<nonce>` verbatim:
 //!    `{"encoding": "pkcs7", "signature": "<base64 PKCS#7>"}` ([`agent::respond`]).
-//! 4. The server verifies the document ([`document::verify_document`]: signature, chain
-//!    to Microsoft's roots at the document's time, the signer's name), then that its
-//!    `nonce` is the one it chose, that it was created in the last
+//! 4. The server verifies the document ([`document::verify_document_with_aia`]:
+//!    signature, chain to Microsoft's roots at the document's time — fetching a missing
+//!    intermediate through the signer certificate's AIA URL, [`aia`] — the signer's
+//!    name), then that its `nonce` is the one it chose, that it was created in the last
 //!    [`MAX_DOCUMENT_AGE`] (and has not expired), and that its `subscriptionId` is
 //!    allowed.
 //!
@@ -35,6 +36,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod aia;
 pub mod document;
 mod identity;
 
@@ -45,7 +47,10 @@ use ferrid_attest::{AttestError, Attested, Challenger, MAX_PAYLOAD, NodeAttestor
 use ferrid_jwt::KeySet;
 use serde::Deserialize;
 
-pub use document::{DEFAULT_ALLOWED_NAMES, Document, Trust, parse_response, verify_document};
+pub use aia::DEFAULT_AIA_ALLOWED_HOSTS;
+pub use document::{
+    DEFAULT_ALLOWED_NAMES, Document, Trust, parse_response, verify_document, verify_document_with_aia,
+};
 pub use identity::{DEFAULT_AUTHORITY, DEFAULT_V1_ISSUER_BASE, IdentityConfig};
 
 /// The attestor's name: selector type and agent-ID segment.
@@ -72,10 +77,27 @@ pub struct AzureConfig {
     #[serde(default)]
     pub roots_file: Option<PathBuf>,
     /// PEM intermediates replacing the built-in ones (Microsoft RSA TLS CA 01,
-    /// Microsoft Azure TLS Issuing CA 05). IMDS documents carry the leaf only, so the
-    /// issuing CA of the current IMDS certificate must be here.
+    /// Microsoft Azure TLS Issuing CA 05, both expired in 2024). IMDS documents carry
+    /// the leaf only, so the issuing CA of the current IMDS certificate must be here or
+    /// be fetched (`fetch_intermediates`).
     #[serde(default)]
     pub intermediates_file: Option<PathBuf>,
+    /// When the signer's issuer is not among the intermediates, fetch it from the URL in
+    /// the signer certificate's Authority Information Access extension (caIssuers) and
+    /// verify the chain again with it; trust still comes from the roots alone. Only URLs
+    /// on `aia_allowed_hosts` are fetched (5 s timeout, 16 KiB at most, no redirects
+    /// elsewhere); results are cached by URL (24 h once a chain verified with them) and a
+    /// URL is fetched at most once a minute ([`aia`]). Default `true`; `false`: an
+    /// unknown issuer is refused (`UnknownIssuer`).
+    #[serde(default = "yes")]
+    pub fetch_intermediates: bool,
+    /// Hosts AIA URLs may point to: `host` (the scheme's default port) or `host:port`,
+    /// exact match. Default [`DEFAULT_AIA_ALLOWED_HOSTS`] (`www.microsoft.com`,
+    /// `caissuers.microsoft.com`, `cacerts.digicert.com`, `cacerts.digicert.cn`,
+    /// `cacerts.geotrust.com`: Microsoft's list for Azure's CAs). Must not be empty while
+    /// `fetch_intermediates` is on.
+    #[serde(default = "default_aia_hosts")]
+    pub aia_allowed_hosts: Vec<String>,
     /// Let a VM attest again. Default `false`: trust on first use, one attestation per
     /// VM, ever.
     #[serde(default)]
@@ -92,6 +114,8 @@ impl Default for AzureConfig {
             allowed_names: default_names(),
             roots_file: None,
             intermediates_file: None,
+            fetch_intermediates: true,
+            aia_allowed_hosts: default_aia_hosts(),
             allow_reattestation: false,
             identity: None,
         }
@@ -100,6 +124,14 @@ impl Default for AzureConfig {
 
 fn default_names() -> Vec<String> {
     DEFAULT_ALLOWED_NAMES.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn default_aia_hosts() -> Vec<String> {
+    DEFAULT_AIA_ALLOWED_HOSTS.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Chooses the nonce of each attestation.
@@ -115,6 +147,8 @@ pub fn random_nonce() -> String {
 /// The `azure` attestor.
 pub struct AzureAttestor {
     trust: Trust,
+    /// `None` with `fetch_intermediates = false`.
+    aia: Option<aia::Fetcher>,
     subscriptions: Vec<String>,
     allow_reattestation: bool,
     identity: Option<identity::Verifier>,
@@ -126,6 +160,7 @@ impl std::fmt::Debug for AzureAttestor {
         f.debug_struct("AzureAttestor")
             .field("subscriptions", &self.subscriptions)
             .field("allow_reattestation", &self.allow_reattestation)
+            .field("fetch_intermediates", &self.aia.is_some())
             .field("identity", &self.identity.is_some())
             .finish_non_exhaustive()
     }
@@ -172,6 +207,8 @@ impl AzureAttestor {
                 e
             }
         })?;
+        let aia =
+            if cfg.fetch_intermediates { Some(aia::Fetcher::new(&cfg.aia_allowed_hosts)?) } else { None };
         let identity = match &cfg.identity {
             Some(c) => Some(identity::Verifier::new(c, keys)?),
             None if keys.is_some() => {
@@ -181,6 +218,7 @@ impl AzureAttestor {
         };
         Ok(Self {
             trust,
+            aia,
             subscriptions: cfg.allowed_subscriptions.iter().map(|s| s.to_ascii_lowercase()).collect(),
             allow_reattestation: cfg.allow_reattestation,
             identity,
@@ -193,6 +231,12 @@ impl AzureAttestor {
     pub fn with_nonce_source(mut self, nonce: NonceSource) -> Self {
         self.nonce = nonce;
         self
+    }
+
+    /// The AIA fetcher (`None` with `fetch_intermediates = false`): its cache and
+    /// counters.
+    pub fn aia(&self) -> Option<&aia::Fetcher> {
+        self.aia.as_ref()
     }
 }
 
@@ -263,7 +307,10 @@ impl NodeAttestor for AzureAttestor {
             return Err(AttestError::TooLarge { limit: MAX_PAYLOAD, got: answer.len() });
         }
         let der = parse_response(&answer)?;
-        let doc = verify_document(&der, &self.trust, None)?;
+        let doc = match &self.aia {
+            Some(f) => verify_document_with_aia(&der, &self.trust, None, f, now).await?,
+            None => verify_document(&der, &self.trust, None)?,
+        };
         if doc.nonce.as_deref() != Some(nonce.as_str()) {
             return Err(AttestError::Rejected(format!(
                 "attested document: its nonce {:?} is not the one this server chose",

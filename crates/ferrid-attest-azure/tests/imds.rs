@@ -97,9 +97,11 @@ fn pem_file(dir: &tempfile::TempDir, name: &str, parts: &[&str]) -> std::path::P
 #[tokio::test]
 async fn a_broken_chain_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    // The public-cloud document's intermediate removed (only the government one known).
+    // The public-cloud document's intermediate removed (only the government one known),
+    // and not fetched (its AIA URL is on www.microsoft.com; tests/aia.rs fetches).
     let mut c = config(&[REGULAR.subscription]);
     c.intermediates_file = Some(pem_file(&dir, "i.pem", &["coder/ms_azure_tls_issuing_ca_05.pem"]));
+    c.fetch_intermediates = false;
     rejected_with(
         attest(&attestor(&c, REGULAR.nonce), &REGULAR, &der(REGULAR.file), REGULAR.created + 10).await,
         "UnknownIssuer",
@@ -107,11 +109,13 @@ async fn a_broken_chain_is_refused() {
     // A different root.
     let mut c = config(&[REGULAR.subscription]);
     c.roots_file = Some(pem_file(&dir, "r.pem", &["coder/digicert_g2_root.pem"]));
+    c.fetch_intermediates = false;
     rejected_with(
         attest(&attestor(&c, REGULAR.nonce), &REGULAR, &der(REGULAR.file), REGULAR.created + 10).await,
         "UnknownIssuer",
     );
-    // The throwaway CA's documents under Microsoft's roots.
+    // The throwaway CA's documents under Microsoft's roots (the leaf names no caIssuers
+    // URI, so there is nothing to fetch).
     let a = attestor(&config(&[GENERATED.subscription]), GENERATED.nonce);
     rejected_with(
         attest(&a, &GENERATED, &der(GENERATED.file), GENERATED.created + 10).await,
