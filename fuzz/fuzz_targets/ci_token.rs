@@ -67,6 +67,7 @@ fuzz_target!(|data: &[u8]| {
                 audience: "ferrid-server".into(),
                 selectors: BTreeMap::from([("s".to_owned(), claim.to_owned())]),
                 required_claims: BTreeMap::new(),
+                allow_any_tenant: true,
                 id_template: template.to_owned(),
                 algorithms: Vec::new(),
                 jwks_file: None,

@@ -171,8 +171,12 @@ pub struct OidcProviderConfig {
     /// e.g. `organization_id = "1234"`).
     #[serde(default)]
     pub required_claims: BTreeMap<String, String>,
-    /// The attested ID's path after `oidc/<provider>/`: `{claim}` placeholders, each
-    /// value one or more valid SPIFFE path segments. Default `{sub}`.
+    /// Set to accept tokens without `required_claims`: only for an issuer whose every
+    /// token is yours (your own IdP). Default `false`.
+    #[serde(default)]
+    pub allow_any_tenant: bool,
+    /// The attested ID's path after `oidc/<provider>/`: `{claim}` placeholders; bytes
+    /// that cannot be in a SPIFFE path become `_`. Default `{sub}`.
     #[serde(default = "default_template")]
     pub id_template: String,
     /// Accepted signing algorithms (default RS256, RS384, RS512, PS256, PS384, PS512,
@@ -381,6 +385,12 @@ impl CiAttestor {
                 "allowed_namespaces: {bad:?} is not a namespace path (e.g. acme or acme/platform)"
             ));
         }
+        if !cfg.issuer.contains("://") && cfg.jwks_url.is_none() {
+            return Err(format!(
+                "jwks_url: the issuer {:?} is not a URL, so its keys cannot be discovered; set jwks_url (gitlab.com: \"https://gitlab.com/oauth/discovery/keys\") or jwks_file",
+                cfg.issuer
+            ));
+        }
         // The audience is checked here rather than by the verifier so that a legacy
         // token (no `aud`) can be told apart from a token for another audience.
         let mut want = Expectations::new(Some(cfg.issuer.clone()), None);
@@ -416,7 +426,22 @@ impl CiAttestor {
         {
             return Err(format!("name: {:?} must be non-empty [a-z0-9_-]", cfg.name));
         }
+        if cfg.required_claims.is_empty() && !cfg.allow_any_tenant {
+            return Err(
+                "required_claims: empty; on a shared issuer any tenant could match your entries. Name the claims that fence your tenant (e.g. organization_id), or set allow_any_tenant = true for an issuer only you use"
+                    .into(),
+            );
+        }
+        if [GITHUB_ISSUER, GITLAB_ISSUER].contains(&cfg.issuer.trim_end_matches('/')) {
+            return Err(format!(
+                "issuer: {:?} has its own attestor ([github_actions] / [gitlab_ci]) with an owner or namespace allow list; use that",
+                cfg.issuer
+            ));
+        }
         for (sel, claim) in &cfg.selectors {
+            if sel == "sub" {
+                return Err("selectors: \"sub\" is reserved (every token's sub is always a selector)".into());
+            }
             if sel.is_empty() || sel.contains(':') || sel.chars().any(char::is_control) {
                 return Err(format!("selectors: {sel:?} is not a selector name (no ':')"));
             }
@@ -523,14 +548,46 @@ fn segments(what: &str, path: &str) -> Result<Vec<String>, String> {
     }
 }
 
+/// `path` as SPIFFE path segments, every byte outside `[A-Za-z0-9._-]` replaced by
+/// `_` and `.`/`..`/empty segments by `_`: the attested ID is recorded, never issued,
+/// so a readable approximation beats refusing a token whose `sub` has `:` or `@`.
+fn sanitized_segments(path: &str) -> Vec<String> {
+    path.split('/')
+        .map(|seg| {
+            let s: String = seg
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || "-._".contains(c) { c } else { '_' })
+                .collect();
+            if s.is_empty() || s == "." || s == ".." { "_".to_owned() } else { s }
+        })
+        .collect()
+}
+
 impl CiAttestor {
+    fn no_bad_claim(&self, bad: Option<String>) -> Result<(), AttestError> {
+        match bad {
+            None => Ok(()),
+            Some(name) => Err(self.rejected(format!(
+                "claim {name} has a value that cannot be a selector (empty, control characters or too long)"
+            ))),
+        }
+    }
+
     fn selectors_and_path(&self, v: &Verified) -> Result<(Vec<String>, Vec<String>), AttestError> {
         let c = &v.claims;
         let need =
             |name: &'static str| text(c, name).ok_or_else(|| self.rejected(format!("no {name} claim")));
         let mut selectors = Vec::new();
+        let mut bad_claim = None;
         let mut push = |name: &str, values: Vec<String>| {
-            selectors.extend(values.into_iter().map(|val| format!("{name}:{val}")));
+            for val in values {
+                let sel = format!("{name}:{val}");
+                if ferrid_types::Selector::new(self.name, sel.clone()).is_ok() {
+                    selectors.push(sel);
+                } else {
+                    bad_claim.get_or_insert_with(|| name.to_owned());
+                }
+            }
         };
         match &self.kind {
             Kind::GitHub { allowed_owners } => {
@@ -549,6 +606,7 @@ impl CiAttestor {
                 }
                 let mut path = segments("repository", &repository).map_err(|e| self.rejected(e))?;
                 path.extend(segments("run_id", &need("run_id")?).map_err(|e| self.rejected(e))?);
+                self.no_bad_claim(bad_claim)?;
                 Ok((selectors, path))
             }
             Kind::GitLab { allowed_namespaces, legacy, audience } => {
@@ -613,7 +671,8 @@ impl CiAttestor {
                         })?),
                     }
                 }
-                path.extend(segments("id_template", &rendered).map_err(|e| self.rejected(e))?);
+                path.extend(sanitized_segments(&rendered));
+                self.no_bad_claim(bad_claim)?;
                 Ok((selectors, path))
             }
         }
@@ -640,7 +699,10 @@ impl NodeAttestor for CiAttestor {
         let replay_key = match (v.str("jti"), &self.kind) {
             (Some(jti), _) if !jti.is_empty() => format!("{}:{}:jti:{jti}", self.name, self.issuer),
             (_, Kind::Oidc { .. }) => {
-                format!("{}:{}:sha256:{}", self.name, self.issuer, hex::encode(sha2::Sha256::digest(token)))
+                // Over header and claims only: an ECDSA signature can be re-encoded
+                // (s -> n - s) into a second valid token with the same content.
+                let signed = token.rsplit_once('.').map_or(token, |(input, _)| input);
+                format!("{}:{}:sha256:{}", self.name, self.issuer, hex::encode(sha2::Sha256::digest(signed)))
             }
             _ => return Err(self.rejected("no jti claim; the token could not be accepted only once")),
         };

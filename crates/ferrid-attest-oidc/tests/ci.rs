@@ -360,7 +360,7 @@ async fn gitlab_id_tokens_need_the_audience_and_give_every_selector() {
 
 fn oidc_cfg(extra: &str) -> OidcProviderConfig {
     toml::from_str(&format!(
-        "name = \"buildkite\"\nissuer = \"https://agent.buildkite.com\"\naudience = {AUD:?}\njwks_url = \"\"\n{extra}"
+        "name = \"buildkite\"\nissuer = \"https://agent.buildkite.com\"\naudience = {AUD:?}\njwks_url = \"\"\nallow_any_tenant = true\n{extra}"
     ))
     .unwrap()
 }
@@ -400,9 +400,37 @@ async fn oidc_maps_claims_to_selectors_and_renders_the_template() {
     let mut other_org = bk_claims();
     other_org["organization_slug"] = json!("evil");
     rejected_with(attest(&a, &s.sign(&other_org), NOW).await, "required_claims wants \"acme\"");
+    // The attested ID is recorded, not issued: odd bytes are replaced, not refused.
     let mut slashy = bk_claims();
-    slashy["pipeline_slug"] = json!("../../admin");
-    rejected_with(attest(&a, &s.sign(&slashy), NOW).await, "cannot be part of an attested ID");
+    slashy["pipeline_slug"] = json!("../../ad min@x");
+    let got = attest(&a, &s.sign(&slashy), NOW).await.unwrap();
+    assert_eq!(got.agent_path, ["buildkite", "acme", "_", "_", "ad_min_x"]);
+    // A claim value that cannot be a selector is refused, naming the claim.
+    let mut ctl = bk_claims();
+    ctl["build_branch"] = json!("main\nevil");
+    rejected_with(
+        attest(&a, &s.sign(&ctl), NOW).await,
+        "claim buildkite:branch has a value that cannot be a selector",
+    );
+    // No jti: the replay key covers header and claims, so a re-encoded signature
+    // (ECDSA's s -> n - s) is still the same token.
+    let a2 =
+        CiAttestor::oidc(&oidc_cfg("[selectors]\npipeline = \"pipeline_slug\""), Some(s.keys())).unwrap();
+    let t = s.sign(&bk_claims());
+    let k = attest(&a2, &t, NOW).await.unwrap().replay_key.unwrap();
+    let (input, _) = t.rsplit_once('.').unwrap();
+    let resigned = s.sign(&bk_claims());
+    if resigned.rsplit_once('.').unwrap().0 == input {
+        assert_eq!(
+            attest(&a2, &resigned, NOW).await.unwrap().replay_key.unwrap(),
+            k,
+            "same content, same key"
+        );
+    }
+    assert!(k.ends_with(&{
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(input))
+    }));
 }
 
 #[test]
@@ -429,10 +457,26 @@ fn configuration_errors_name_the_key() {
     let mut named = oidc_cfg("");
     named.name = "Build Kite".into();
     assert!(err(CiAttestor::oidc(&named, Some(s.keys()))).starts_with("name:"));
+    // Tenant fence: required_claims unless explicitly waived; GitHub and GitLab have their own attestors.
+    let mut open: OidcProviderConfig = oidc_cfg("");
+    open.allow_any_tenant = false;
+    assert!(err(CiAttestor::oidc(&open, Some(s.keys()))).starts_with("required_claims:"));
+    let mut gh_as_oidc = oidc_cfg("");
+    gh_as_oidc.issuer = GITHUB_ISSUER.into();
+    assert!(err(CiAttestor::oidc(&gh_as_oidc, Some(s.keys()))).starts_with("issuer:"));
+    assert!(
+        err(CiAttestor::oidc(&oidc_cfg("[selectors]\nsub = \"email\""), Some(s.keys()))).contains("reserved")
+    );
+    // Legacy GitLab issuers are not URLs: keys must come from jwks_url or jwks_file.
+    let legacy: GitLabConfig =
+        toml::from_str("issuer = \"gitlab.com\"\nallowed_namespaces = [\"a\"]\naccept_legacy_job_jwt = true")
+            .unwrap();
+    assert!(err(CiAttestor::gitlab(&legacy, None)).starts_with("jwks_url:"));
     // No jwks_file and fetching off: nothing to verify with.
     assert!(err(CiAttestor::oidc(&oidc_cfg(""), None)).starts_with("jwks_url:"));
     // Plain HTTP discovery is refused off loopback.
-    let plain: OidcProviderConfig = toml::from_str("name = \"x\"\nissuer = \"http://idp.example\"").unwrap();
+    let plain: OidcProviderConfig =
+        toml::from_str("name = \"x\"\nissuer = \"http://idp.example\"\nallow_any_tenant = true").unwrap();
     assert!(
         err(CiAttestor::oidc(&plain, None)).contains("http only on loopback"),
         "{}",
@@ -476,8 +520,10 @@ async fn discovery_fetches_keys_and_refreshes_on_an_unknown_kid_at_most_every_30
     let keys = Arc::new(std::sync::Mutex::new(first.jwks()));
     let hits = Arc::new(AtomicUsize::new(0));
     let issuer = local_issuer(keys.clone(), hits.clone()).await;
-    let cfg: OidcProviderConfig =
-        toml::from_str(&format!("name = \"local\"\nissuer = {issuer:?}\naudience = {AUD:?}")).unwrap();
+    let cfg: OidcProviderConfig = toml::from_str(&format!(
+        "name = \"local\"\nissuer = {issuer:?}\naudience = {AUD:?}\nallow_any_tenant = true"
+    ))
+    .unwrap();
     let a = CiAttestor::oidc(&cfg, None).unwrap();
     let claims = |jti: &str| json!({"iss": issuer, "aud": AUD, "sub": "job-1", "iat": NOW, "exp": NOW + 300, "jti": jti});
     attest(&a, &first.sign(&claims("a")), NOW).await.unwrap();
@@ -506,9 +552,10 @@ async fn discovery_fetches_keys_and_refreshes_on_an_unknown_kid_at_most_every_30
 
 #[tokio::test]
 async fn an_unreachable_issuer_is_unavailable_not_rejected() {
-    let cfg: OidcProviderConfig =
-        toml::from_str(&format!("name = \"gone\"\nissuer = \"http://127.0.0.1:9\"\naudience = {AUD:?}"))
-            .unwrap();
+    let cfg: OidcProviderConfig = toml::from_str(&format!(
+        "name = \"gone\"\nissuer = \"http://127.0.0.1:9\"\naudience = {AUD:?}\nallow_any_tenant = true"
+    ))
+    .unwrap();
     let a = CiAttestor::oidc(&cfg, None).unwrap();
     let s = Signer::es256("x");
     let token =
@@ -517,4 +564,38 @@ async fn an_unreachable_issuer_is_unavailable_not_rejected() {
         Err(AttestError::Unavailable(m)) => assert!(m.contains("127.0.0.1:9"), "{m}"),
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_tokens_against_a_failing_issuer_cost_one_request() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let app = axum::Router::new().route(
+        "/jwks",
+        get(move || {
+            h.fetch_add(1, Ordering::SeqCst);
+            async {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "down")
+            }
+        }),
+    );
+    let addr = ferrid_test_util::serve(app, None).await;
+    let cfg: OidcProviderConfig = toml::from_str(&format!(
+        "name = \"down\"\nissuer = \"https://idp.example\"\njwks_url = \"http://{addr}/jwks\"\naudience = {AUD:?}\nallow_any_tenant = true"
+    ))
+    .unwrap();
+    let a = Arc::new(CiAttestor::oidc(&cfg, None).unwrap());
+    let s = Signer::es256("k");
+    let token =
+        s.sign(&json!({"iss": "https://idp.example", "aud": AUD, "sub": "s", "iat": NOW, "exp": NOW + 60}));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (a, t) = (a.clone(), token.clone());
+        tasks.push(tokio::spawn(async move { attest(&a, &t, NOW).await }));
+    }
+    for t in tasks {
+        assert!(matches!(t.await.unwrap(), Err(AttestError::Unavailable(_))));
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "one request for eight tokens");
 }

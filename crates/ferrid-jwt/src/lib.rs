@@ -31,7 +31,7 @@ use serde_json::Value;
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
 /// Why a token was refused. Messages say what was wrong, never the token itself.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum JwtError {
     /// Not a JWT, or its header or claims do not parse.
@@ -403,7 +403,9 @@ fn check_claims(v: &Verified, want: &Expectations, now: i64) -> Result<(), JwtEr
         }
     }
     match (v.claims.get("exp"), v.int("exp")) {
-        (Some(_), Some(exp)) if now > exp + want.leeway => return Err(JwtError::Expired { exp, now }),
+        (Some(_), Some(exp)) if now > exp.saturating_add(want.leeway) => {
+            return Err(JwtError::Expired { exp, now });
+        }
         (Some(_), Some(_)) => {}
         (Some(_), None) => return Err(JwtError::MissingClaim("exp")),
         (None, _) if want.require_exp => return Err(JwtError::MissingClaim("exp")),
@@ -411,7 +413,9 @@ fn check_claims(v: &Verified, want: &Expectations, now: i64) -> Result<(), JwtEr
     }
     for name in ["nbf", "iat"] {
         match (v.claims.get(name), v.int(name)) {
-            (Some(_), Some(t)) if t > now + want.leeway => return Err(JwtError::NotYetValid { nbf: t, now }),
+            (Some(_), Some(t)) if t > now.saturating_add(want.leeway) => {
+                return Err(JwtError::NotYetValid { nbf: t, now });
+            }
             (Some(_), None) => return Err(JwtError::MissingClaim(if name == "nbf" { "nbf" } else { "iat" })),
             _ => {}
         }

@@ -80,6 +80,10 @@ struct Cache {
     generation: u64,
     /// Successful fetches of the JWKS so far.
     fetches: u64,
+    /// Bumped by every fetch attempt, successful or not.
+    attempts: u64,
+    /// Why the last attempt failed, if it did.
+    last_error: Option<JwtError>,
 }
 
 /// A cached, refreshed key set from an issuer. Cheap to share behind an `Arc`.
@@ -209,20 +213,30 @@ impl RemoteKeys {
 
     /// Fetches the keys now, unless another caller did so while this one waited.
     /// Returns the keys held afterwards; an error only when the fetch failed.
+    ///
+    /// Callers that queue behind a fetch in progress take its outcome, success or
+    /// failure, instead of fetching again: a failing issuer costs one request per
+    /// refresh, however many tokens arrive meanwhile.
     pub async fn refresh(&self, now: i64) -> Result<Arc<KeySet>, JwtError> {
-        let seen = self.cache.lock().unwrap().generation;
+        let seen = self.cache.lock().unwrap().attempts;
         let _one = self.fetching.lock().await;
         {
-            let c = self.cache.lock().unwrap();
-            if c.generation != seen
-                && let Some(k) = &c.keys
-            {
-                return Ok(k.clone());
+            let mut c = self.cache.lock().unwrap();
+            if c.attempts != seen {
+                return match (&c.last_error, &c.keys) {
+                    (None, Some(k)) => Ok(k.clone()),
+                    (Some(e), _) => Err(e.clone()),
+                    (None, None) => Err(unavailable("the issuer's keys could not be fetched")),
+                };
             }
+            // Count the attempt before it is made, so concurrent callers checking
+            // the rate limit see it at once.
+            c.attempted_at = Some(now);
         }
         let result = self.fetch().await;
         let mut c = self.cache.lock().unwrap();
-        c.attempted_at = Some(now);
+        c.attempts += 1;
+        c.last_error = result.as_ref().err().cloned();
         let keys = Arc::new(result?);
         c.keys = Some(keys.clone());
         c.fetched_at = now;

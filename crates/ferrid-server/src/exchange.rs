@@ -55,11 +55,11 @@ impl ExchangeService {
                     "direct exchange is not enabled on this server (configure [github_actions], [gitlab_ci] or [[oidc]])",
                 )
             } else {
-                let known: Vec<&str> = all.iter().map(|a| a.issuer.as_str()).collect();
-                Status::permission_denied(format!(
-                    "no attestor is configured for token issuer {iss:?} (configured: {})",
-                    known.join(", ")
-                ))
+                // The configured issuers are not echoed to an unauthenticated caller.
+                let shown: String = iss.chars().take(200).collect();
+                tracing::warn!(issuer = %shown, "exchange: no attestor for this token issuer");
+                self.shared.metrics.attest_failures.with_label_values(&["exchange", "unknown_issuer"]).inc();
+                Status::permission_denied(format!("no attestor is configured for token issuer {shown:?}"))
             }
         })
     }
@@ -160,7 +160,9 @@ impl Exchange for ExchangeService {
         let parent = ferrid_types::exchange_parent_id(&shared.td);
         let entry = self.pick(shared.entries().matching(&parent, &set, now), &req.spiffe_id, &selectors)?;
 
-        let remaining = attested.evidence_expires_at.map_or(i64::MAX, |exp| exp - now);
+        // One second off: the CA reads its own clock a moment later and counts the
+        // lifetime from then, which must still end by the token's `exp`.
+        let remaining = attested.evidence_expires_at.map_or(i64::MAX, |exp| exp.saturating_sub(now) - 1);
         if remaining < 1 {
             return Err(fail(AttestError::Expired(
                 "the token expires now; ask the platform for a fresh one".into(),

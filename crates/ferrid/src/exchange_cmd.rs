@@ -106,6 +106,7 @@ pub(crate) async fn run(cmd: SvidCmd) -> Result<()> {
     };
     let ttl = match a.ttl {
         None => 0,
+        Some(d) if d.as_secs() == 0 => bail!("--ttl must be at least 1s"),
         Some(d) => i32::try_from(d.as_secs()).context("--ttl is too long")?,
     };
     let mut client = pb::exchange_client::ExchangeClient::new(channel);
