@@ -479,6 +479,24 @@ impl Authority {
 
     /// Mints a JWT-SVID.
     pub fn mint_jwt_svid(&self, req: &JwtSvidRequest<'_>) -> Result<JwtSvid, CaError> {
+        self.mint_jwt(req, None)
+    }
+
+    /// Mints a delegation token: a JWT-SVID-format token whose `sub` is `subject` (the
+    /// principal acted for: a person's identifier at their identity provider, or the
+    /// SPIFFE ID of the workload at the start of the chain). `req.spiffe_id` is the
+    /// actor, which the caller names in `act` through `req.extra_claims`; it must be in
+    /// this trust domain. `subject` must be 1 to 1,024 printable characters.
+    pub fn mint_delegation_token(&self, req: &JwtSvidRequest<'_>, subject: &str) -> Result<JwtSvid, CaError> {
+        if subject.is_empty() || subject.len() > 1024 || subject.chars().any(char::is_control) {
+            return Err(CaError::InvalidSubject(format!(
+                "{subject:?} must be 1 to 1,024 printable characters"
+            )));
+        }
+        self.mint_jwt(req, Some(subject))
+    }
+
+    fn mint_jwt(&self, req: &JwtSvidRequest<'_>, subject: Option<&str>) -> Result<JwtSvid, CaError> {
         self.check_id(req.spiffe_id)?;
         if req.audience.is_empty() {
             return Err(CaError::InvalidAudience("at least one audience is required".into()));
@@ -501,7 +519,7 @@ impl Authority {
         let exp = (now + ttl).min(slot.st.generation.not_after);
         let jti = uuid::Uuid::new_v4().to_string();
         let mut claims = Map::new();
-        claims.insert("sub".into(), req.spiffe_id.to_string().into());
+        claims.insert("sub".into(), subject.map_or_else(|| req.spiffe_id.to_string(), str::to_owned).into());
         claims.insert(
             "aud".into(),
             match req.audience {

@@ -58,6 +58,9 @@ pub enum CaError {
     /// The requested lifetime is not acceptable.
     #[error("invalid TTL: {0}")]
     InvalidTtl(String),
+    /// A delegation token's subject is empty, too long or has control characters.
+    #[error("invalid subject: {0}")]
+    InvalidSubject(String),
     /// A DNS name is not a valid host name.
     #[error("invalid DNS name {0:?}")]
     InvalidDnsName(String),
@@ -86,6 +89,7 @@ impl CaError {
                 | Self::ForeignSpiffeId { .. }
                 | Self::InvalidAudience(_)
                 | Self::InvalidTtl(_)
+                | Self::InvalidSubject(_)
                 | Self::InvalidDnsName(_)
         )
     }

@@ -136,3 +136,27 @@ fn p384_and_rsa_keys_sign_es384_and_rs256() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
+
+/// Delegation tokens: `sub` is the principal acted for, the actor rides in the caller's
+/// `act` claim, the reserved claims cannot be overridden, and a bad subject is refused.
+#[test]
+fn delegation_tokens_name_the_principal_in_sub() {
+    let (ca, _) = authority();
+    let mut extra = serde_json::Map::new();
+    extra.insert("act".into(), serde_json::json!({"sub": "spiffe://example.org/planner"}));
+    extra.insert("sub".into(), "spiffe://example.org/forged".into());
+    let aud = vec!["search".to_owned()];
+    let req =
+        JwtSvidRequest { spiffe_id: &id("/planner"), audience: &aud, ttl: None, extra_claims: Some(&extra) };
+    let t = ca.mint_delegation_token(&req, "alice@example.com").unwrap();
+    let c = part(&t.token, 1);
+    assert_eq!(c["sub"], "alice@example.com");
+    assert_eq!(c["act"]["sub"], "spiffe://example.org/planner");
+    assert_eq!(c["aud"], "search");
+    for bad in ["", "a\nb"] {
+        assert!(matches!(ca.mint_delegation_token(&req, bad), Err(CaError::InvalidSubject(_))), "{bad:?}");
+    }
+    let foreign = ferrid_types::SpiffeId::new("spiffe://other.org/planner").unwrap();
+    let req = JwtSvidRequest { spiffe_id: &foreign, audience: &aud, ttl: None, extra_claims: None };
+    assert!(matches!(ca.mint_delegation_token(&req, "alice"), Err(CaError::ForeignSpiffeId { .. })));
+}

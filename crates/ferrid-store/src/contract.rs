@@ -56,6 +56,7 @@ pub async fn run_all<S: Store>(store: &S) {
     join_tokens(store).await;
     agents(store).await;
     replay(store).await;
+    task_credentials(store).await;
     ca_state(store).await;
 }
 
@@ -220,6 +221,27 @@ async fn replay<S: Store>(s: &S) {
     // Once the record has expired the key may be recorded again.
     s.record_replay("k1", 400, 250).await.expect("after expiry");
     assert!(matches!(s.record_replay("k1", 500, 300).await, Err(StoreError::AlreadyExists(_))));
+}
+
+async fn task_credentials<S: Store>(s: &S) {
+    let c = |jti: &str, at: i64| crate::TaskCredential {
+        task_id: "t-1".into(),
+        jti: jti.into(),
+        purpose: "summarise the inbox".into(),
+        spiffe_id: "spiffe://td/agent/researcher".into(),
+        subject: "alice".into(),
+        issued_at: at,
+        expires_at: at + 300,
+    };
+    assert!(s.list_task_credentials("t-1").await.expect("list").is_empty());
+    s.record_task_credential(&c("j2", 20)).await.expect("record");
+    s.record_task_credential(&c("j1", 10)).await.expect("record");
+    let mut other = c("j3", 5);
+    other.task_id = "t-2".into();
+    s.record_task_credential(&other).await.expect("record");
+    let got = s.list_task_credentials("t-1").await.expect("list");
+    assert_eq!(got, vec![c("j1", 10), c("j2", 20)]);
+    assert!(s.record_task_credential(&c("j1", 10)).await.is_err(), "a jti is recorded once per task");
 }
 
 async fn ca_state<S: Store>(s: &S) {

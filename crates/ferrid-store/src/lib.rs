@@ -69,6 +69,25 @@ pub struct EntryFilter {
     pub selector: Option<Selector>,
 }
 
+/// A credential issued for a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskCredential {
+    /// The task's ID, as the workload named it.
+    pub task_id: String,
+    /// The credential's `jti`.
+    pub jti: String,
+    /// The task's purpose, as the workload stated it.
+    pub purpose: String,
+    /// The workload (actor) the credential was issued to.
+    pub spiffe_id: String,
+    /// The credential's `sub` (the principal acted for, or the workload itself).
+    pub subject: String,
+    /// Unix time of issue.
+    pub issued_at: i64,
+    /// Unix time of expiry.
+    pub expires_at: i64,
+}
+
 /// What the server keeps. One call is one transaction.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
@@ -107,6 +126,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Records a single-use key until `expires_at`; `AlreadyExists` while an unexpired
     /// record with that key exists.
     async fn record_replay(&self, key: &str, expires_at: i64, now: i64) -> Result<(), StoreError>;
+    /// Records a credential issued for a task.
+    async fn record_task_credential(&self, c: &TaskCredential) -> Result<(), StoreError>;
+    /// Every credential recorded for `task_id`, oldest first.
+    async fn list_task_credentials(&self, task_id: &str) -> Result<Vec<TaskCredential>, StoreError>;
     /// The CA's persisted state (an opaque JSON document).
     async fn get_ca_state(&self) -> Result<Option<Vec<u8>>, StoreError>;
     /// Replaces the CA's persisted state.
@@ -586,6 +609,44 @@ impl Store for SqliteStore {
         .await?
         .rows_affected();
         if n == 0 { Err(StoreError::AlreadyExists(format!("{key} has already been used"))) } else { Ok(()) }
+    }
+
+    async fn record_task_credential(&self, c: &TaskCredential) -> Result<(), StoreError> {
+        let _w = self.write.lock().await;
+        sqlx::query(
+            "INSERT INTO task_credentials (task_id, jti, purpose, spiffe_id, subject, issued_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&c.task_id)
+        .bind(&c.jti)
+        .bind(&c.purpose)
+        .bind(&c.spiffe_id)
+        .bind(&c.subject)
+        .bind(c.issued_at)
+        .bind(c.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_task_credentials(&self, task_id: &str) -> Result<Vec<TaskCredential>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM task_credentials WHERE task_id = ? ORDER BY issued_at, jti")
+            .bind(task_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TaskCredential {
+                    task_id: r.try_get("task_id")?,
+                    jti: r.try_get("jti")?,
+                    purpose: r.try_get("purpose")?,
+                    spiffe_id: r.try_get("spiffe_id")?,
+                    subject: r.try_get("subject")?,
+                    issued_at: r.try_get("issued_at")?,
+                    expires_at: r.try_get("expires_at")?,
+                })
+            })
+            .collect()
     }
 
     async fn get_ca_state(&self) -> Result<Option<Vec<u8>>, StoreError> {

@@ -96,6 +96,48 @@ pub enum EntryValidationError {
     /// The hint is too long or has control characters.
     #[error("hint must be at most 256 printable characters")]
     BadHint,
+    /// `metadata.authority_model` is not one of the known models.
+    #[error("metadata authority_model {0:?} must be delegated, bounded or autonomous")]
+    BadAuthorityModel(String),
+}
+
+/// The metadata key holding an entry's [`AuthorityModel`].
+pub const AUTHORITY_MODEL_KEY: &str = "authority_model";
+
+/// How a workload (an AI agent, typically) may act, set per registration entry and
+/// enforced at every issuance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthorityModel {
+    /// Acts only on behalf of a principal: its credentials name the principal in `sub`
+    /// and the workload in `act`, so it obtains JWT credentials only by token exchange
+    /// with a subject token.
+    Delegated,
+    /// Acts within one run or task: its JWT credentials are bound to a task (`task`
+    /// claim), recorded, and die with it.
+    Bounded,
+    /// Acts on its own: never receives a credential whose subject is a human.
+    Autonomous,
+}
+
+impl AuthorityModel {
+    /// The name used in metadata, policies and credentials.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delegated => "delegated",
+            Self::Bounded => "bounded",
+            Self::Autonomous => "autonomous",
+        }
+    }
+
+    /// Parses a model name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "delegated" => Some(Self::Delegated),
+            "bounded" => Some(Self::Bounded),
+            "autonomous" => Some(Self::Autonomous),
+            _ => None,
+        }
+    }
 }
 
 impl RegistrationEntry {
@@ -137,7 +179,17 @@ impl RegistrationEntry {
         if self.hint.len() > 256 || self.hint.chars().any(char::is_control) {
             return Err(EntryValidationError::BadHint);
         }
+        if let Some(m) = self.metadata.get(AUTHORITY_MODEL_KEY)
+            && AuthorityModel::parse(m).is_none()
+        {
+            return Err(EntryValidationError::BadAuthorityModel(m.clone()));
+        }
         Ok(())
+    }
+
+    /// The entry's authority model (`metadata.authority_model`), if it has one.
+    pub fn authority_model(&self) -> Option<AuthorityModel> {
+        self.metadata.get(AUTHORITY_MODEL_KEY).and_then(|m| AuthorityModel::parse(m))
     }
 
     /// Whether the entry has expired at `now` (Unix seconds).
@@ -229,6 +281,20 @@ impl fmt::Display for KeyAlgorithm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn authority_model_is_validated() {
+        let td = TrustDomain::new("example.org").unwrap();
+        let mut e = entry();
+        assert_eq!(e.authority_model(), None);
+        for m in ["delegated", "bounded", "autonomous"] {
+            e.metadata.insert(AUTHORITY_MODEL_KEY.into(), m.into());
+            e.validate(&td).unwrap();
+            assert_eq!(e.authority_model().map(AuthorityModel::as_str), Some(m));
+        }
+        e.metadata.insert(AUTHORITY_MODEL_KEY.into(), "rogue".into());
+        assert_eq!(e.validate(&td), Err(EntryValidationError::BadAuthorityModel("rogue".into())));
+    }
 
     fn entry() -> RegistrationEntry {
         RegistrationEntry {

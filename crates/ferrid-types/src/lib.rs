@@ -13,8 +13,8 @@ mod selector;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use entry::{
-    AgentRecord, EntryId, EntryValidationError, JoinTokenRecord, KeyAlgorithm, MAX_DNS_NAMES,
-    MAX_METADATA_ENTRIES, MAX_SELECTORS, RegistrationEntry,
+    AUTHORITY_MODEL_KEY, AgentRecord, AuthorityModel, EntryId, EntryValidationError, JoinTokenRecord,
+    KeyAlgorithm, MAX_DNS_NAMES, MAX_METADATA_ENTRIES, MAX_SELECTORS, RegistrationEntry,
 };
 pub use id::{IdError, agent_id, exchange_parent_id, serde_spiffe_id, server_id, validate_path_segment};
 pub use selector::{Selector, SelectorError, SelectorSet};
