@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use axum::routing::get;
 use common::*;
 use ferrid_test_util::jwt::Signer;
 use serde_json::{Value, json};
@@ -24,38 +23,6 @@ const AUD: &str = "ferrid-e2e";
 
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
-/// A loopback OIDC issuer serving discovery and `signer`'s JWKS; counts JWKS fetches.
-async fn issuer(signer: &Signer, jwks_hits: Arc<AtomicUsize>) -> String {
-    let base = Arc::new(std::sync::OnceLock::<String>::new());
-    let b = base.clone();
-    let jwks = signer.jwks();
-    let app = axum::Router::new()
-        .route(
-            "/.well-known/openid-configuration",
-            get(move || {
-                let b = b.get().cloned().unwrap_or_default();
-                async move {
-                    axum::Json(json!({
-                        "issuer": b, "jwks_uri": format!("{b}/.well-known/jwks"),
-                        "id_token_signing_alg_values_supported": ["RS256"],
-                    }))
-                }
-            }),
-        )
-        .route(
-            "/.well-known/jwks",
-            get(move || {
-                jwks_hits.fetch_add(1, Ordering::SeqCst);
-                let body = jwks.clone();
-                async move { ([("content-type", "application/json")], body) }
-            }),
-        );
-    let addr = ferrid_test_util::serve(app, None).await;
-    let url = format!("http://{addr}");
-    base.set(url.clone()).unwrap();
-    url
 }
 
 /// A GitHub Actions job token's claims for `acme/app`, valid for two minutes.
@@ -151,7 +118,7 @@ async fn a_ci_job_exchanges_its_oidc_token_for_svids() {
     let tmp = tempfile::tempdir().unwrap();
     let github = Signer::rs256("gh-key-1");
     let hits = Arc::new(AtomicUsize::new(0));
-    let iss = issuer(&github, hits.clone()).await;
+    let iss = oidc_issuer(&github, hits.clone()).await;
     let server = Server::start_with(
         tmp.path(),
         format!("127.0.0.1:{}", free_port()),

@@ -83,6 +83,9 @@ pub struct ServerConfig {
     /// Direct exchange of tokens from other OIDC issuers (`[[oidc]]`, one per provider).
     #[serde(default)]
     pub oidc: Vec<ferrid_attest_oidc::OidcProviderConfig>,
+    /// Token exchange, delegation chains and task tokens (`[delegation]`).
+    #[serde(default)]
+    pub delegation: crate::delegation::DelegationSection,
     /// Publish the trust bundle to a Kubernetes ConfigMap (`[k8s_bundle]`).
     #[serde(default)]
     pub k8s_bundle: Option<crate::k8s_bundle::K8sBundleSection>,

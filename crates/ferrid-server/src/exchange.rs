@@ -109,8 +109,40 @@ fn lifetime(requested: i32, entry: u32, default: Duration, remaining: i64) -> Du
     ttl.min(Duration::from_secs(u64::try_from(remaining).unwrap_or(0)))
 }
 
+impl ExchangeService {
+    /// The caller's workload identity from its X.509-SVID (mutual TLS).
+    fn actor<T>(&self, req: &Request<T>) -> Result<crate::delegation::Actor, Status> {
+        let certs =
+            req.extensions().get::<crate::tls::PeerInfo>().and_then(|p| p.certs.clone()).ok_or_else(
+                || Status::unauthenticated("this call needs the caller's X.509-SVID (mutual TLS)"),
+            )?;
+        let leaf = certs.first().ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
+        let id = crate::tls::spiffe_id_of(leaf.as_ref())
+            .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
+        crate::delegation::actor(&self.shared, id).map_err(crate::delegation::OAuthError::into_status)
+    }
+}
+
 #[tonic::async_trait]
 impl Exchange for ExchangeService {
+    async fn exchange_token(
+        &self,
+        request: Request<pb::TokenExchangeRequest>,
+    ) -> Result<Response<pb::TokenExchangeResponse>, Status> {
+        let actor = self.actor(&request)?;
+        let issued = crate::delegation::exchange(&self.shared, &actor, request.get_ref()).await?;
+        Ok(Response::new(issued.response))
+    }
+
+    async fn issue_task_token(
+        &self,
+        request: Request<pb::TaskTokenRequest>,
+    ) -> Result<Response<pb::TokenExchangeResponse>, Status> {
+        let actor = self.actor(&request)?;
+        let issued = crate::delegation::task_token(&self.shared, &actor, request.get_ref()).await?;
+        Ok(Response::new(issued.response))
+    }
+
     async fn exchange_svid(
         &self,
         request: Request<pb::ExchangeSvidRequest>,

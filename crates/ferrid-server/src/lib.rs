@@ -8,6 +8,7 @@
 
 mod admin;
 pub mod config;
+pub mod delegation;
 mod error;
 mod exchange;
 mod health;
@@ -295,11 +296,14 @@ pub async fn start(cfg: ValidatedConfig, clock: Arc<dyn Clock>) -> Result<Server
     }
 
     let exchange = exchange_attestors(&cfg)?;
+    let idps = delegation::identity_providers(&cfg.raw.delegation)
+        .map_err(|e| ServerError::Other(format!("invalid config: `delegation`: {e}")))?;
 
     let (tls_cfg, mut cert_from, mut cert_until) = build_tls(&ca, &cfg)?;
     let metrics = metrics::Metrics::new();
-    let shared =
-        Arc::new(Shared::load(cfg.clone(), ca, store, attestors, exchange, clock, metrics, tls_cfg).await?);
+    let shared = Arc::new(
+        Shared::load(cfg.clone(), ca, store, attestors, exchange, idps, clock, metrics, tls_cfg).await?,
+    );
     shared.metrics.entries.set(i64::try_from(shared.entries().by_id.len()).unwrap_or(i64::MAX));
     shared.metrics.bundle_sequence.set(i64::try_from(shared.bundle().sequence).unwrap_or(i64::MAX));
 

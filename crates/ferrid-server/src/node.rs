@@ -382,6 +382,21 @@ impl Node for NodeService {
         let agent = self.authenticate(&request)?;
         let req = request.into_inner();
         let entry = self.authorized_entry(&agent, &req.entry_id)?;
+        match entry.authority_model() {
+            Some(ferrid_types::AuthorityModel::Delegated) => {
+                return Err(Status::permission_denied(format!(
+                    "{} is delegated: it acts only for a principal, so its JWT credentials come from token exchange with a subject token",
+                    entry.spiffe_id
+                )));
+            }
+            Some(ferrid_types::AuthorityModel::Bounded) => {
+                return Err(Status::permission_denied(format!(
+                    "{} is bounded: its JWT credentials are task tokens (IssueTaskToken, or token exchange with a task)",
+                    entry.spiffe_id
+                )));
+            }
+            _ => {}
+        }
         let ttl = match (u64::try_from(req.ttl).unwrap_or(0), entry.jwt_svid_ttl) {
             (0, e) => ttl_of(e),
             (r, 0) => Some(Duration::from_secs(r).min(self.shared.cfg.raw.svid.jwt_ttl)),

@@ -107,6 +107,8 @@ pub(crate) struct Shared {
     pub(crate) attestors: Registry,
     /// Attestors for direct exchange, by issuer.
     pub(crate) exchange: Vec<crate::exchange::ExchangeAttestor>,
+    /// Identity providers whose ID tokens are subject tokens of token exchange.
+    pub(crate) idps: Vec<Arc<crate::delegation::Idp>>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) metrics: Metrics,
     entries: ArcSwap<EntryIndex>,
@@ -126,6 +128,7 @@ impl Shared {
         store: Arc<dyn Store>,
         attestors: Registry,
         exchange: Vec<crate::exchange::ExchangeAttestor>,
+        idps: Vec<Arc<crate::delegation::Idp>>,
         clock: Arc<dyn Clock>,
         metrics: Metrics,
         tls: rustls::ServerConfig,
@@ -142,6 +145,7 @@ impl Shared {
             store,
             attestors,
             exchange,
+            idps,
             clock,
             metrics,
             entries: ArcSwap::from_pointee(EntryIndex::build(entries)),

@@ -165,6 +165,11 @@ enum TokenCmd {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Exchange a subject token for a delegation token (RFC 8693), as the workload
+    /// whose X.509-SVID is given.
+    Exchange(crate::exchange_cmd::TokenExchangeArgs),
+    /// Get a task-scoped JWT-SVID, as the workload whose X.509-SVID is given.
+    Task(crate::exchange_cmd::TaskTokenArgs),
 }
 
 #[derive(Debug, Args)]
@@ -348,6 +353,8 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<()> {
         Command::Server(args) => crate::server_cmd::run(args).await,
         Command::Dev(args) => crate::dev::run(args).await,
         Command::Entry(cmd) => entry(cmd).await,
+        Command::Token(TokenCmd::Exchange(a)) => crate::exchange_cmd::token_exchange(a).await,
+        Command::Token(TokenCmd::Task(a)) => crate::exchange_cmd::task_token(a).await,
         Command::Token(TokenCmd::Generate { ttl, admin }) => {
             let mut c = connect(&admin.admin_socket).await?;
             let r = c

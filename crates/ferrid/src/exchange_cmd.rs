@@ -58,6 +58,179 @@ pub(crate) struct ExchangeArgs {
     output: Output,
 }
 
+/// How a workload reaches the server's exchange API with its own X.509-SVID.
+#[derive(Debug, Args)]
+pub(crate) struct WorkloadTls {
+    /// The server's node API, host:port.
+    #[arg(long, env = "FERRID_SERVER_ADDRESS")]
+    server_address: String,
+    /// The trust domain: the server must present spiffe://<td>/ferrid/server.
+    #[arg(long, env = "FERRID_TRUST_DOMAIN")]
+    trust_domain: String,
+    /// PEM file with the trust bundle's X.509 authorities.
+    #[arg(long, env = "FERRID_TRUST_BUNDLE")]
+    trust_bundle: PathBuf,
+    /// The caller's X.509-SVID chain (PEM), e.g. from `ferrid agent fetch x509 --write`.
+    #[arg(long)]
+    cert: PathBuf,
+    /// Its private key (PEM, PKCS#8).
+    #[arg(long)]
+    key: PathBuf,
+    /// Output format: text prints the token alone.
+    #[arg(long, short, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+/// Arguments of `ferrid token exchange`.
+#[derive(Debug, Args)]
+pub(crate) struct TokenExchangeArgs {
+    #[command(flatten)]
+    tls: WorkloadTls,
+    /// File holding the subject token (a person's ID token, or a token issued to the
+    /// caller); `-` reads standard input.
+    #[arg(long)]
+    subject_token_file: PathBuf,
+    /// `jwt` (default) or `id_token`.
+    #[arg(long, default_value = "jwt")]
+    subject_token_type: String,
+    /// Audience of the new token; repeat for several.
+    #[arg(long, required = true)]
+    audience: Vec<String>,
+    /// Space-separated scope; only narrower than the subject token's.
+    #[arg(long)]
+    scope: Option<String>,
+    /// The task the token is for (required for bounded workloads).
+    #[arg(long)]
+    task_id: Option<String>,
+    /// The task's purpose.
+    #[arg(long)]
+    task_purpose: Option<String>,
+    /// The only workload allowed to exchange the new token next.
+    #[arg(long)]
+    may_act: Option<String>,
+    /// Lifetime, e.g. 2m.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    ttl: Option<Duration>,
+}
+
+/// Arguments of `ferrid token task`.
+#[derive(Debug, Args)]
+pub(crate) struct TaskTokenArgs {
+    #[command(flatten)]
+    tls: WorkloadTls,
+    /// Audience; repeat for several.
+    #[arg(long, required = true)]
+    audience: Vec<String>,
+    /// The task's ID.
+    #[arg(long)]
+    task_id: String,
+    /// The task's purpose.
+    #[arg(long, default_value = "")]
+    task_purpose: String,
+    /// Lifetime, e.g. 2m.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    ttl: Option<Duration>,
+}
+
+fn pem_certs(path: &Path, what: &str) -> Result<Vec<Vec<u8>>> {
+    let text = std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))?;
+    let certs: Vec<Vec<u8>> = pem::parse_many(&text)
+        .with_context(|| format!("{what} {}: not PEM", path.display()))?
+        .into_iter()
+        .filter(|p| p.tag() == "CERTIFICATE")
+        .map(pem::Pem::into_contents)
+        .collect();
+    if certs.is_empty() {
+        bail!("{what} {}: no certificates", path.display());
+    }
+    Ok(certs)
+}
+
+fn secs(ttl: Option<Duration>) -> Result<i32> {
+    match ttl {
+        None => Ok(0),
+        Some(d) if d.as_secs() == 0 => bail!("--ttl must be at least 1s"),
+        Some(d) => i32::try_from(d.as_secs()).context("--ttl is too long"),
+    }
+}
+
+async fn workload_client(
+    t: &WorkloadTls,
+) -> Result<pb::exchange_client::ExchangeClient<tonic::transport::Channel>> {
+    let td = TrustDomain::new(&t.trust_domain)
+        .with_context(|| format!("--trust-domain {:?} is not a trust domain name", t.trust_domain))?;
+    let roots = pem_certs(&t.trust_bundle, "--trust-bundle")?;
+    let chain = pem_certs(&t.cert, "--cert")?;
+    let key_text = std::fs::read(&t.key).with_context(|| format!("reading --key {}", t.key.display()))?;
+    let key = pem::parse(&key_text).with_context(|| format!("--key {}: not PEM", t.key.display()))?;
+    let tls = ferrid_tls::client_config(&roots, ferrid_types::server_id(&td), Some((&chain, key.contents())))
+        .context("building the TLS client configuration")?;
+    let channel = ferrid_tls::node_channel(&t.server_address, tls)
+        .await
+        .with_context(|| format!("connecting to {}", t.server_address))?;
+    Ok(pb::exchange_client::ExchangeClient::new(channel))
+}
+
+fn print_token(out: Output, r: &pb::TokenExchangeResponse) {
+    match out {
+        Output::Json => println!(
+            "{}",
+            json!({
+                "access_token": r.access_token, "issued_token_type": r.issued_token_type,
+                "token_type": r.token_type, "expires_in": r.expires_in, "scope": r.scope,
+                "jti": r.jti, "subject": r.subject, "actors": r.actors,
+            })
+        ),
+        Output::Text => println!("{}", r.access_token),
+    }
+}
+
+/// Runs `ferrid token exchange`.
+pub(crate) async fn token_exchange(a: TokenExchangeArgs) -> Result<()> {
+    let subject_token = read_token(&a.subject_token_file)?;
+    let subject_token_type = match a.subject_token_type.as_str() {
+        "jwt" => "urn:ietf:params:oauth:token-type:jwt",
+        "id_token" => "urn:ietf:params:oauth:token-type:id_token",
+        other => bail!("--subject-token-type {other:?}: jwt or id_token"),
+    };
+    let mut c = workload_client(&a.tls).await?;
+    let r = c
+        .exchange_token(pb::TokenExchangeRequest {
+            grant_type: "urn:ietf:params:oauth:grant-type:token-exchange".into(),
+            subject_token,
+            subject_token_type: subject_token_type.into(),
+            audience: a.audience,
+            scope: a.scope.unwrap_or_default(),
+            ttl: secs(a.ttl)?,
+            task_id: a.task_id.unwrap_or_default(),
+            task_purpose: a.task_purpose.unwrap_or_default(),
+            may_act: a.may_act.unwrap_or_default(),
+            requested_token_type: String::new(),
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    print_token(a.tls.output, &r);
+    Ok(())
+}
+
+/// Runs `ferrid token task`.
+pub(crate) async fn task_token(a: TaskTokenArgs) -> Result<()> {
+    let mut c = workload_client(&a.tls).await?;
+    let r = c
+        .issue_task_token(pb::TaskTokenRequest {
+            audience: a.audience,
+            task_id: a.task_id,
+            task_purpose: a.task_purpose,
+            ttl: secs(a.ttl)?,
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    print_token(a.tls.output, &r);
+    Ok(())
+}
+
 fn read_token(path: &Path) -> Result<String> {
     let mut text = String::new();
     if path == Path::new("-") {

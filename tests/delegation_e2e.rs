@@ -1,0 +1,276 @@
+//! Delegation end to end: the real `ferrid server` and `ferrid token exchange|task`.
+//!
+//! A person (alice) signs in at an identity provider; a planner agent exchanges her ID
+//! token for a delegation token addressed to a researcher sub-agent, which exchanges it
+//! again for a token to a search API. There is no real identity provider here: a local
+//! OIDC issuer on loopback (discovery + JWKS) stands in, and the test signs alice's ID
+//! token under its key. The workloads' X.509-SVIDs come from `ferrid x509 mint`.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use common::*;
+use ferrid_test_util::jwt::Signer;
+use serde_json::{Value, json};
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+struct World {
+    server: Server,
+    dir: PathBuf,
+    bundle: PathBuf,
+}
+
+impl World {
+    /// Registers `path` with `model` and mints its X.509-SVID into `<dir>/<name>/`.
+    fn workload(&self, name: &str, model: &str) -> String {
+        let id = format!("spiffe://{TD}/agents/{name}");
+        self.server.ok(&[
+            "entry",
+            "create",
+            "--spiffe-id",
+            &id,
+            "--parent-id",
+            &format!("spiffe://{TD}/ferrid/agent/x/{name}"),
+            "--selector",
+            "unix:uid:65534",
+            "--metadata",
+            &format!("authority_model={model}"),
+        ]);
+        let out = self.dir.join(name);
+        self.server.ok(&["x509", "mint", "--spiffe-id", &id, "--out-dir", out.to_str().unwrap()]);
+        id
+    }
+
+    fn token(&self, as_: &str, args: &[&str]) -> std::process::Output {
+        let dir = self.dir.join(as_);
+        let mut a = vec![
+            "token".to_owned(),
+            args[0].to_owned(),
+            "--server-address".into(),
+            self.server.node.clone(),
+            "--trust-domain".into(),
+            TD.into(),
+            "--trust-bundle".into(),
+            self.bundle.display().to_string(),
+            "--cert".into(),
+            dir.join("svid.pem").display().to_string(),
+            "--key".into(),
+            dir.join("key.pem").display().to_string(),
+        ];
+        a.extend(args[1..].iter().map(|s| (*s).to_owned()));
+        std::process::Command::new(bin()).args(&a).output().unwrap()
+    }
+
+    /// `ferrid token exchange` as `as_` with `subject` (written to a file) → JSON.
+    fn exchange(&self, as_: &str, subject: &str, extra: &[&str]) -> Result<Value, String> {
+        let f = self.dir.join(format!("subject-{}.jwt", rand_suffix()));
+        std::fs::write(&f, subject).unwrap();
+        let mut args = vec!["exchange", "--subject-token-file", f.to_str().unwrap(), "-o", "json"];
+        args.extend_from_slice(extra);
+        let o = self.token(as_, &args);
+        if o.status.success() {
+            Ok(serde_json::from_slice(&o.stdout).unwrap())
+        } else {
+            Err(String::from_utf8_lossy(&o.stderr).into_owned())
+        }
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
+
+/// The claims, read with a plain JWT library: signature checked against the trust
+/// bundle's JWT keys, nothing SPIFFE-specific.
+fn claims(server: &Server, token: &str, aud: &str) -> Value {
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_str(&server.ok(&["bundle", "show", "--format", "jwks"])).unwrap();
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    let jwk = jwks.find(header.kid.as_deref().unwrap()).unwrap();
+    let mut v = jsonwebtoken::Validation::new(header.alg);
+    v.set_audience(&[aud]);
+    jsonwebtoken::decode::<Value>(token, &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(), &v)
+        .unwrap()
+        .claims
+}
+
+#[track_caller]
+fn refused(r: Result<Value, String>, code: &str, needle: &str) {
+    match r {
+        Err(e) => assert!(e.contains(code) && e.contains(needle), "expected {code} with {needle:?}: {e}"),
+        Ok(v) => panic!("expected {code} ({needle}), got a token: {v}"),
+    }
+}
+
+fn setup(tmp: &Path, idp: &str, depth: usize) -> World {
+    let server = Server::start_with(
+        tmp,
+        format!("127.0.0.1:{}", free_port()),
+        &format!(
+            "[delegation]\nmax_chain_depth = {depth}\n[[delegation.identity_providers]]\nname = \"corp\"\nissuer = \"{idp}\"\naudience = \"ferrid\"\n"
+        ),
+    );
+    let bundle = tmp.join("bundle.pem");
+    std::fs::write(&bundle, server.ok(&["bundle", "show"])).unwrap();
+    World { server, dir: tmp.to_owned(), bundle }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_person_a_planner_and_a_researcher() {
+    let tmp = tempfile::tempdir().unwrap();
+    let idp_key = Signer::rs256("corp-1");
+    let idp = oidc_issuer(&idp_key, Arc::new(AtomicUsize::new(0))).await;
+    let w = setup(tmp.path(), &idp, 2);
+    let planner = w.workload("planner", "delegated");
+    let researcher = w.workload("researcher", "delegated");
+    let bot = w.workload("bot", "autonomous");
+    let worker = w.workload("worker", "bounded");
+
+    let alice = |may_act: &str| {
+        idp_key.sign(&json!({
+            "iss": idp, "aud": "ferrid", "sub": "alice", "iat": now(), "exp": now() + 300,
+            "scope": "mail.read mail.send calendar.read", "may_act": {"sub": may_act},
+        }))
+    };
+
+    // Hop 1: the planner acts for alice, for the researcher only, with less scope.
+    let t1 = w
+        .exchange(
+            "planner",
+            &alice(&planner),
+            &[
+                "--subject-token-type",
+                "id_token",
+                "--audience",
+                &researcher,
+                "--scope",
+                "mail.read calendar.read",
+                "--may-act",
+                &researcher,
+            ],
+        )
+        .unwrap();
+    assert_eq!(t1["subject"], "alice");
+    assert_eq!(t1["actors"], json!([planner]));
+    let c1 = claims(&w.server, t1["access_token"].as_str().unwrap(), &researcher);
+    assert_eq!(c1["sub"], "alice");
+    assert_eq!(c1["sub_type"], "human");
+    assert_eq!(c1["principal_iss"], idp.as_str());
+    assert_eq!(c1["act"], json!({"sub": planner}));
+    assert_eq!(c1["scope"], "calendar.read mail.read");
+    assert_eq!(c1["authority_model"], "delegated");
+    assert!(c1["exp"].as_i64().unwrap() <= now() + 300);
+
+    // Hop 2: the researcher acts for alice through the planner; the innermost act is the oldest actor.
+    let t1_token = t1["access_token"].as_str().unwrap();
+    let t2 =
+        w.exchange("researcher", t1_token, &["--audience", "search-api", "--scope", "mail.read"]).unwrap();
+    let c2 = claims(&w.server, t2["access_token"].as_str().unwrap(), "search-api");
+    assert_eq!(c2["sub"], "alice");
+    assert_eq!(c2["act"], json!({"sub": researcher, "act": {"sub": planner}}));
+    assert_eq!(c2["scope"], "mail.read");
+    assert_eq!(t2["actors"], json!([researcher, planner]));
+    assert!(c2["exp"].as_i64().unwrap() <= c1["exp"].as_i64().unwrap(), "never outlives the chain");
+
+    // Scope never grows.
+    refused(
+        w.exchange("researcher", t1_token, &["--audience", "search-api", "--scope", "mail.send"]),
+        "invalid_scope",
+        "mail.send",
+    );
+    // An actor not named in may_act is refused (the ID token names the planner).
+    refused(
+        w.exchange("researcher", &alice(&planner), &["--subject-token-type", "id_token", "--audience", "x"]),
+        "invalid_grant",
+        "may_act",
+    );
+    // A token not addressed to the caller: the planner cannot reuse the researcher's hop.
+    refused(
+        w.exchange("planner", t2["access_token"].as_str().unwrap(), &["--audience", "x"]),
+        "invalid_grant",
+        "audience",
+    );
+    // Depth: a third hop exceeds max_chain_depth = 2.
+    let t2b = w.exchange("researcher", t1_token, &["--audience", &planner]).unwrap();
+    refused(
+        w.exchange("planner", t2b["access_token"].as_str().unwrap(), &["--audience", "x"]),
+        "invalid_request",
+        "at most 2",
+    );
+    // An autonomous agent never gets a credential whose subject is a person.
+    refused(
+        w.exchange("bot", &alice(&bot), &["--subject-token-type", "id_token", "--audience", "x"]),
+        "invalid_grant",
+        "autonomous",
+    );
+    // A delegated agent without a subject token gets nothing: no task token, no plain exchange.
+    let o = w.token("planner", &["task", "--audience", "x", "--task-id", "t-1"]);
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("is delegated"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    refused(w.exchange("planner", "", &["--audience", "x"]), "", "no token");
+    // A forged subject token (alice's claims, another key) is refused.
+    let forged = Signer::rs256("corp-1").sign(&json!({"iss": idp, "aud": "ferrid", "sub": "alice", "iat": now(), "exp": now() + 300, "may_act": {"sub": planner}}));
+    refused(
+        w.exchange("planner", &forged, &["--subject-token-type", "id_token", "--audience", "x"]),
+        "invalid_grant",
+        "signature",
+    );
+    // An expired one too.
+    let old = idp_key
+        .sign(&json!({"iss": idp, "aud": "ferrid", "sub": "alice", "iat": now() - 900, "exp": now() - 600}));
+    refused(
+        w.exchange("planner", &old, &["--subject-token-type", "id_token", "--audience", "x"]),
+        "invalid_grant",
+        "expired",
+    );
+
+    // Bounded: task tokens carry the task; exchange without a task is refused.
+    let o = w.token(
+        "worker",
+        &[
+            "task",
+            "--audience",
+            "ci",
+            "--task-id",
+            "t-42",
+            "--task-purpose",
+            "rebuild the index",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let c = claims(&w.server, t["access_token"].as_str().unwrap(), "ci");
+    assert_eq!(c["sub"], worker);
+    assert_eq!(c["task"], json!({"id": "t-42", "purpose": "rebuild the index"}));
+    assert!(t["expires_in"].as_i64().unwrap() <= 600);
+    refused(
+        w.exchange("worker", &alice(&worker), &["--subject-token-type", "id_token", "--audience", "x"]),
+        "invalid_request",
+        "bounded",
+    );
+    let with_task = w
+        .exchange(
+            "worker",
+            &alice(&worker),
+            &["--subject-token-type", "id_token", "--audience", "x", "--task-id", "t-43"],
+        )
+        .unwrap();
+    assert_eq!(claims(&w.server, with_task["access_token"].as_str().unwrap(), "x")["task"]["id"], "t-43");
+
+    // The server kept serving.
+    w.exchange("planner", &alice(&planner), &["--subject-token-type", "id_token", "--audience", "x"])
+        .unwrap();
+    w.server.stop();
+}
