@@ -274,3 +274,76 @@ async fn a_person_a_planner_and_a_researcher() {
         .unwrap();
     w.server.stop();
 }
+
+/// A workload with no X.509-SVID of its own reaches token exchange through its node
+/// agent: `ferrid.exchange.v1.AgentExchange` on the Workload API socket. The agent
+/// attests the caller (uid), picks its identity and forwards over its mutual TLS.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_workload_exchanges_through_its_agent() {
+    use ferrid_proto::exchange::v1 as xpb;
+    let tmp = tempfile::tempdir().unwrap();
+    let idp_key = Signer::rs256("corp-1");
+    let idp = oidc_issuer(&idp_key, Arc::new(AtomicUsize::new(0))).await;
+    let w = setup(tmp.path(), &idp, 4);
+    let node_dir = tmp.path().join("node");
+    std::fs::create_dir_all(&node_dir).unwrap();
+    let (agent, _agent_id) =
+        enrol(&w.server, &node_dir, &[("agents/assistant", &["--metadata", "authority_model=delegated"])]);
+    let assistant = format!("spiffe://{TD}/agents/assistant");
+    let path = tmp.path().join("node/agent/api.sock");
+    // Lazy: the agent creates its socket once it has attested; calls are retried below.
+    let channel = tonic::transport::Endpoint::from_static("http://agent.invalid")
+        .connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
+            let p = path.clone();
+            async move { tokio::net::UnixStream::connect(p).await.map(hyper_util::rt::TokioIo::new) }
+        }));
+    let mut client = xpb::agent_exchange_client::AgentExchangeClient::new(channel);
+    let subject = idp_key.sign(&json!({
+        "iss": idp, "aud": "ferrid", "sub": "bob", "iat": now(), "exp": now() + 300, "may_act": {"sub": assistant},
+    }));
+    let request = |subject: &str| {
+        let mut r = tonic::Request::new(xpb::AgentTokenExchangeRequest {
+            request: Some(xpb::TokenExchangeRequest {
+                grant_type: "urn:ietf:params:oauth:grant-type:token-exchange".into(),
+                subject_token: subject.into(),
+                subject_token_type: "urn:ietf:params:oauth:token-type:id_token".into(),
+                audience: vec!["calendar-api".into()],
+                ..Default::default()
+            }),
+            spiffe_id: String::new(),
+        });
+        r.metadata_mut().insert("workload.spiffe.io", "true".parse().unwrap());
+        r
+    };
+    // The agent serves once it has synced its entries.
+    let r = eventually(30, "exchange through the agent", || {
+        let (mut c, req) = (client.clone(), request(&subject));
+        async move { c.exchange_token(req).await }
+    })
+    .await
+    .into_inner();
+    assert_eq!(r.subject, "bob");
+    assert_eq!(r.actors, vec![assistant.clone()]);
+    let c = claims(&w.server, &r.access_token, "calendar-api");
+    assert_eq!(c["act"], json!({"sub": assistant}));
+
+    // Without the security header the agent refuses, as the Workload API does.
+    let mut bare = request(&subject);
+    bare.metadata_mut().remove("workload.spiffe.io");
+    let e = client.exchange_token(bare).await.unwrap_err();
+    assert!(e.message().contains("security header"), "{e:?}");
+    // The server's refusals come back unchanged, with the RFC 8693 code.
+    let other = idp_key.sign(&json!({
+        "iss": idp, "aud": "ferrid", "sub": "bob", "iat": now(), "exp": now() + 300, "may_act": {"sub": "spiffe://e2e.example.org/agents/other"},
+    }));
+    let e = client.exchange_token(request(&other)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    assert!(e.message().starts_with("invalid_grant"), "{e:?}");
+    assert_eq!(e.metadata().get("ferrid-oauth-error").unwrap(), "invalid_grant");
+    // The workload cannot name an identity it is not issued.
+    let mut wrong = request(&subject);
+    wrong.get_mut().spiffe_id = format!("spiffe://{TD}/agents/root");
+    assert_eq!(client.exchange_token(wrong).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+    drop(agent);
+    w.server.stop();
+}

@@ -94,6 +94,10 @@ pub(crate) struct Shared {
     pub(crate) svids: ArcSwap<HashMap<EntryId, CachedSvid>>,
     agent_svid: ArcSwap<Option<AgentSvid>>,
     pub(crate) node: ArcSwap<Option<NodeClient<Channel>>>,
+    /// The server's exchange API on the same mutual-TLS channel (token exchange for
+    /// workloads).
+    pub(crate) exchange:
+        ArcSwap<Option<ferrid_proto::exchange::v1::exchange_client::ExchangeClient<Channel>>>,
     /// Bumped whenever what a workload sees may have changed.
     pub(crate) changes: watch::Sender<u64>,
     sync_now: Notify,
@@ -242,6 +246,7 @@ pub async fn start(
         svids: ArcSwap::from_pointee(HashMap::new()),
         agent_svid: ArcSwap::from_pointee(saved),
         node: ArcSwap::from_pointee(None),
+        exchange: ArcSwap::from_pointee(None),
         changes,
         sync_now: Notify::new(),
         jwt_cache: workload::JwtCache::default(),
@@ -294,6 +299,7 @@ async fn node_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         };
         shared.node.store(Arc::new(None));
+        shared.exchange.store(Arc::new(None));
         match result {
             Ok(()) => backoff = Duration::from_millis(500),
             Err(e) => {
@@ -411,6 +417,9 @@ async fn session(shared: &Shared) -> Result<(), String> {
     let channel = ferrid_tls::node_channel(&shared.cfg.server_address, tls)
         .await
         .map_err(|e| format!("connecting to {}: {e}", shared.cfg.server_address))?;
+    shared.exchange.store(Arc::new(Some(ferrid_proto::exchange::v1::exchange_client::ExchangeClient::new(
+        channel.clone(),
+    ))));
     let mut client = NodeClient::new(channel);
     let mut watch = client
         .watch_authorized(npb::WatchAuthorizedRequest {})

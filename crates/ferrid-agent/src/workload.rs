@@ -109,15 +109,24 @@ pub(crate) async fn serve(
         tokio::net::UnixListener::bind(path).map_err(io_err(format!("binding {}", path.display())))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))
         .map_err(io_err("socket permissions"))?;
+    let shared_for_exchange = shared.clone();
     let svc = wpb::spiffe_workload_api_server::SpiffeWorkloadApiServer::new(WorkloadService {
         shared,
         stop: stop.clone(),
     })
     .max_decoding_message_size(64 * 1024);
-    let router = tonic::transport::Server::builder().add_service(svc);
+    let exchange =
+        ferrid_proto::exchange::v1::agent_exchange_server::AgentExchangeServer::new(WorkloadService {
+            shared: shared_for_exchange,
+            stop: stop.clone(),
+        })
+        .max_decoding_message_size(64 * 1024);
+    let router = tonic::transport::Server::builder().add_service(svc).add_service(exchange);
     tasks.spawn(ferrid_tls::serving::serve_unix(router, listener, stop, "Workload API"));
     Ok(())
 }
+
+mod exchange;
 
 fn check_header<T>(req: &Request<T>) -> Result<(), Status> {
     match req.metadata().get("workload.spiffe.io").and_then(|v| v.to_str().ok()) {

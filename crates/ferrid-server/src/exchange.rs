@@ -110,8 +110,10 @@ fn lifetime(requested: i32, entry: u32, default: Duration, remaining: i64) -> Du
 }
 
 impl ExchangeService {
-    /// The caller's workload identity from its X.509-SVID (mutual TLS).
-    fn actor<T>(&self, req: &Request<T>) -> Result<crate::delegation::Actor, Status> {
+    /// The acting workload: the caller itself (its X.509-SVID), or, when a node agent
+    /// forwards for a workload it attested, the entry `entry_id` the agent is
+    /// authorized for.
+    fn actor<T>(&self, req: &Request<T>, entry_id: &str) -> Result<crate::delegation::Actor, Status> {
         let certs =
             req.extensions().get::<crate::tls::PeerInfo>().and_then(|p| p.certs.clone()).ok_or_else(
                 || Status::unauthenticated("this call needs the caller's X.509-SVID (mutual TLS)"),
@@ -119,7 +121,25 @@ impl ExchangeService {
         let leaf = certs.first().ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
         let id = crate::tls::spiffe_id_of(leaf.as_ref())
             .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
-        crate::delegation::actor(&self.shared, id).map_err(crate::delegation::OAuthError::into_status)
+        if entry_id.is_empty() {
+            return crate::delegation::actor(&self.shared, id)
+                .map_err(crate::delegation::OAuthError::into_status);
+        }
+        let agent = self.shared.agent(&id).filter(|a| !a.banned).ok_or_else(|| {
+            Status::permission_denied(format!(
+                "entry_id is for node agents forwarding for a workload; {id} is not one"
+            ))
+        })?;
+        let entries = self.shared.entries();
+        let entry = entries
+            .authorized(&agent, &self.shared.server_id, self.shared.now())
+            .into_iter()
+            .find(|e| e.id.0 == entry_id)
+            .ok_or_else(|| {
+                Status::permission_denied(format!("agent {id} is not authorized for entry {entry_id:?}"))
+            })?;
+        crate::delegation::actor(&self.shared, entry.spiffe_id.clone())
+            .map_err(crate::delegation::OAuthError::into_status)
     }
 }
 
@@ -129,7 +149,7 @@ impl Exchange for ExchangeService {
         &self,
         request: Request<pb::TokenExchangeRequest>,
     ) -> Result<Response<pb::TokenExchangeResponse>, Status> {
-        let actor = self.actor(&request)?;
+        let actor = self.actor(&request, &request.get_ref().entry_id)?;
         let issued = crate::delegation::exchange(&self.shared, &actor, request.get_ref()).await?;
         Ok(Response::new(issued.response))
     }
@@ -138,7 +158,7 @@ impl Exchange for ExchangeService {
         &self,
         request: Request<pb::TaskTokenRequest>,
     ) -> Result<Response<pb::TokenExchangeResponse>, Status> {
-        let actor = self.actor(&request)?;
+        let actor = self.actor(&request, &request.get_ref().entry_id)?;
         let issued = crate::delegation::task_token(&self.shared, &actor, request.get_ref()).await?;
         Ok(Response::new(issued.response))
     }

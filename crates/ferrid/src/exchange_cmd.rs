@@ -206,6 +206,7 @@ pub(crate) async fn token_exchange(a: TokenExchangeArgs) -> Result<()> {
             task_purpose: a.task_purpose.unwrap_or_default(),
             may_act: a.may_act.unwrap_or_default(),
             requested_token_type: String::new(),
+            entry_id: String::new(),
         })
         .await
         .map_err(status_err)?
@@ -223,6 +224,7 @@ pub(crate) async fn task_token(a: TaskTokenArgs) -> Result<()> {
             task_id: a.task_id,
             task_purpose: a.task_purpose,
             ttl: secs(a.ttl)?,
+            entry_id: String::new(),
         })
         .await
         .map_err(status_err)?
