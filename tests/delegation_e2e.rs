@@ -344,6 +344,10 @@ async fn a_workload_exchanges_through_its_agent() {
     let mut wrong = request(&subject);
     wrong.get_mut().spiffe_id = format!("spiffe://{TD}/agents/root");
     assert_eq!(client.exchange_token(wrong).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+    // A delegated workload gets no plain JWT-SVID from the Workload API.
+    let wl = eventually(30, "connect", || spiffe::WorkloadApiClient::connect_to(agent.endpoint())).await;
+    let e = wl.fetch_jwt_svid(["calendar-api"], None).await.unwrap_err();
+    assert!(format!("{e:?}").contains("is delegated"), "{e:?}");
     drop(agent);
     w.server.stop();
 }
