@@ -105,6 +105,8 @@ pub(crate) struct Shared {
     pub(crate) attestors: Vec<Arc<dyn WorkloadAttestor>>,
     /// JWT-SVIDs already minted, reused until half their life is gone.
     pub(crate) jwt_cache: workload::JwtCache,
+    /// WIT-SVIDs and their keys, per entry revision, reused until half their life is gone.
+    pub(crate) wit_cache: workload::WitCache,
 }
 
 impl Shared {
@@ -250,6 +252,7 @@ pub async fn start(
         changes,
         sync_now: Notify::new(),
         jwt_cache: workload::JwtCache::default(),
+        wit_cache: workload::WitCache::default(),
         attestors,
         cfg,
     });

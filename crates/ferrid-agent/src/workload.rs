@@ -28,6 +28,10 @@ use tonic::{Request, Response, Status};
 
 use crate::{AgentError, Shared, io_err};
 
+#[path = "workload_wit.rs"]
+mod wit;
+pub(crate) use wit::WitCache;
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// What a cached JWT-SVID was minted for: the entry at one revision and a sorted,
@@ -348,6 +352,8 @@ impl SpiffeWorkloadApi for WorkloadService {
     type FetchX509SVIDStream = BoxStream<wpb::X509svidResponse>;
     type FetchX509BundlesStream = BoxStream<wpb::X509BundlesResponse>;
     type FetchJWTBundlesStream = BoxStream<wpb::JwtBundlesResponse>;
+    type FetchWITSVIDStream = BoxStream<wpb::WitsvidResponse>;
+    type FetchWITBundlesStream = BoxStream<wpb::WitBundlesResponse>;
 
     async fn fetch_x509svid(
         &self,
@@ -461,6 +467,31 @@ impl SpiffeWorkloadApi for WorkloadService {
         let claims =
             prost_types::Struct { fields: claims.into_iter().map(|(k, v)| (k, json_to_prost(v))).collect() };
         Ok(Response::new(wpb::ValidateJwtsvidResponse { spiffe_id, claims: Some(claims) }))
+    }
+
+    async fn fetch_witsvid(
+        &self,
+        request: Request<wpb::WitsvidRequest>,
+    ) -> Result<Response<Self::FetchWITSVIDStream>, Status> {
+        let sels = self.admit(&request).await?;
+        let only = request.into_inner().spiffe_id;
+        if self.wit_entries(&sels, &only).is_empty() {
+            return Err(Self::no_identity());
+        }
+        Ok(Response::new(Box::pin(self.wit_stream(sels, only))))
+    }
+
+    async fn fetch_wit_bundles(
+        &self,
+        request: Request<wpb::WitBundlesRequest>,
+    ) -> Result<Response<Self::FetchWITBundlesStream>, Status> {
+        self.admit_with_identity(&request).await?;
+        Ok(Response::new(self.stream(|this| {
+            let b = this.shared.bundle.load();
+            Ok(b.as_ref().as_ref().map(|b| wpb::WitBundlesResponse {
+                bundles: [(td_key(&this.shared), b.wit_jwks_json())].into_iter().collect(),
+            }))
+        })))
     }
 }
 

@@ -9,11 +9,11 @@ use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::jwt::{JwtSigner, sign_token};
+use crate::jwt::{JwtSigner, sign_token, sign_typed};
 use crate::x509::{self, CsrKey};
 use crate::{
-    CaConfig, CaError, JwtAuthority, JwtSvid, JwtSvidRequest, KeyStore, TrustBundle, X509Svid,
-    X509SvidRequest, effective_ttl, internal, secs,
+    CaConfig, CaError, JwtAuthority, JwtSvid, JwtSvidRequest, KeyStore, TrustBundle, WitSvid, WitSvidRequest,
+    X509Svid, X509SvidRequest, effective_ttl, internal, secs,
 };
 
 mod b64 {
@@ -535,6 +535,43 @@ impl Authority {
         }
         let token = sign_token(&slot.signer, &slot.st.kid, claims, req.extra_claims)?;
         Ok(JwtSvid {
+            token,
+            spiffe_id: req.spiffe_id.clone(),
+            jti,
+            kid: slot.st.kid.clone(),
+            issued_at: now,
+            expires_at: exp,
+        })
+    }
+
+    /// Mints a WIT-SVID: header `{alg, kid, typ: wit+jwt}` signed by the active JWT
+    /// key, claims `sub`, `exp`, `iat`, `jti`, `cnf.jwk` (the workload's checked public
+    /// key, see [`crate::validate_public_jwk`]) and `iss` when configured; never `aud`
+    /// (SPIFFE WIT-SVID §3.8). Lifetime as JWT-SVIDs, capped at the key's end.
+    pub fn mint_wit_svid(&self, req: &WitSvidRequest<'_>) -> Result<WitSvid, CaError> {
+        self.check_id(req.spiffe_id)?;
+        let cnf_jwk = crate::validate_public_jwk(req.public_key_jwk)?;
+        let now = self.clock.unix();
+        let ttl = effective_ttl(req.ttl, self.cfg.jwt_svid_ttl, self.cfg.max_svid_ttl);
+        let i = self.read();
+        let slot = i
+            .jwt
+            .iter()
+            .find(|s| s.st.generation.active && s.st.generation.not_after > now)
+            .ok_or_else(|| CaError::State("no active JWT key (is rotation running?)".into()))?;
+        let exp = (now + ttl).min(slot.st.generation.not_after);
+        let jti = uuid::Uuid::new_v4().to_string();
+        let mut claims = Map::new();
+        claims.insert("sub".into(), req.spiffe_id.to_string().into());
+        claims.insert("exp".into(), exp.into());
+        claims.insert("iat".into(), now.into());
+        claims.insert("jti".into(), jti.clone().into());
+        claims.insert("cnf".into(), serde_json::json!({ "jwk": cnf_jwk }));
+        if let Some(iss) = &self.cfg.jwt_issuer {
+            claims.insert("iss".into(), iss.clone().into());
+        }
+        let token = sign_typed(&slot.signer, &slot.st.kid, "wit+jwt", claims, None)?;
+        Ok(WitSvid {
             token,
             spiffe_id: req.spiffe_id.clone(),
             jti,

@@ -151,11 +151,15 @@ fn spki_of_cert(der: &[u8]) -> Result<Vec<u8>, CaError> {
 
 impl TrustBundle {
     fn jwt_keys(&self) -> Result<Vec<Value>, CaError> {
+        self.jwt_keys_for("jwt-svid")
+    }
+
+    fn jwt_keys_for(&self, key_use: &str) -> Result<Vec<Value>, CaError> {
         self.jwt_authorities
             .iter()
             .map(|a| {
                 let mut m = jwk_of_spki(&a.public_key_spki_der)?;
-                m.insert("use".into(), "jwt-svid".into());
+                m.insert("use".into(), key_use.into());
                 m.insert("kid".into(), a.key_id.clone().into());
                 Ok(Value::Object(m))
             })
@@ -184,6 +188,13 @@ impl TrustBundle {
     /// Only the JWT keys, as a plain JWKS (what the Workload API's `FetchJWTBundles` returns).
     pub fn jwt_jwks_json(&self) -> String {
         json!({ "keys": self.jwt_keys().unwrap_or_default() }).to_string()
+    }
+
+    /// The JWT keys with `use: wit-svid`, as a plain JWKS: what the Workload API's
+    /// `FetchWITBundles` returns. WIT-SVIDs are signed by the JWT authorities; SPIFFE
+    /// WIT-SVID §6 identifies WIT keys by that `use`.
+    pub fn wit_jwks_json(&self) -> String {
+        json!({ "keys": self.jwt_keys_for("wit-svid").unwrap_or_default() }).to_string()
     }
 
     /// The X.509 authorities as PEM certificates.

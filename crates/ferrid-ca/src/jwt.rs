@@ -72,6 +72,17 @@ const RESERVED: [&str; 7] = ["sub", "aud", "exp", "iat", "jti", "iss", "nbf"];
 pub(crate) fn sign_token(
     signer: &JwtSigner,
     kid: &str,
+    claims: Map<String, Value>,
+    extra: Option<&Map<String, Value>>,
+) -> Result<String, CaError> {
+    sign_typed(signer, kid, "JWT", claims, extra)
+}
+
+/// Builds and signs a compact JWS with header `{alg, kid, typ}`.
+pub(crate) fn sign_typed(
+    signer: &JwtSigner,
+    kid: &str,
+    typ: &str,
     mut claims: Map<String, Value>,
     extra: Option<&Map<String, Value>>,
 ) -> Result<String, CaError> {
@@ -82,7 +93,7 @@ pub(crate) fn sign_token(
             }
         }
     }
-    let header = serde_json::json!({ "alg": signer.alg(), "kid": kid, "typ": "JWT" });
+    let header = serde_json::json!({ "alg": signer.alg(), "kid": kid, "typ": typ });
     let mut token = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).map_err(internal)?);
     token.push('.');
     token.push_str(&URL_SAFE_NO_PAD.encode(serde_json::to_vec(&Value::Object(claims)).map_err(internal)?));

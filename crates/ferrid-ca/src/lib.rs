@@ -17,6 +17,7 @@ mod authority;
 mod bundle;
 mod jwt;
 mod keys;
+mod wit;
 mod x509;
 
 use std::time::Duration;
@@ -26,6 +27,7 @@ pub use bundle::{JwtAuthority, TrustBundle};
 pub use ferrid_types::KeyAlgorithm;
 use ferrid_types::{SpiffeId, TrustDomain};
 pub use keys::{DiskKeyStore, KeyStore, MemoryKeyStore, write_atomic};
+pub use wit::{MAX_PUBLIC_JWK_BYTES, WitKeyPair, generate_wit_key, validate_public_jwk};
 pub use x509::generate_key_and_csr;
 
 /// Largest CSR accepted, in bytes.
@@ -52,6 +54,9 @@ pub enum CaError {
         /// The CA's trust domain.
         trust_domain: String,
     },
+    /// A workload's public JWK (for a WIT-SVID's `cnf.jwk`) is unusable.
+    #[error("invalid workload public key: {0}")]
+    InvalidJwk(String),
     /// The JWT audience is missing or invalid.
     #[error("invalid audience: {0}")]
     InvalidAudience(String),
@@ -79,7 +84,7 @@ pub enum CaError {
 }
 
 impl CaError {
-    /// Whether the request caused the error (bad CSR, key, ID, audience, TTL, name).
+    /// Whether the request caused the error (bad CSR, key, JWK, ID, audience, TTL, name).
     pub fn is_client_error(&self) -> bool {
         matches!(
             self,
@@ -88,6 +93,7 @@ impl CaError {
                 | Self::UnsupportedKey(_)
                 | Self::ForeignSpiffeId { .. }
                 | Self::InvalidAudience(_)
+                | Self::InvalidJwk(_)
                 | Self::InvalidTtl(_)
                 | Self::InvalidSubject(_)
                 | Self::InvalidDnsName(_)
@@ -252,4 +258,32 @@ fn secs(d: Duration) -> i64 {
 /// never more than the maximum.
 fn effective_ttl(requested: Option<Duration>, default: Duration, max: Duration) -> i64 {
     secs(requested.filter(|d| !d.is_zero()).unwrap_or(default).min(max))
+}
+
+/// A request for a WIT-SVID.
+#[derive(Debug, Clone, Copy)]
+pub struct WitSvidRequest<'a> {
+    /// The subject.
+    pub spiffe_id: &'a SpiffeId,
+    /// The workload's public key, a JWK JSON object (see [`validate_public_jwk`]).
+    pub public_key_jwk: &'a str,
+    /// Requested life (`None` or zero: the JWT-SVID default; capped at the maximum).
+    pub ttl: Option<Duration>,
+}
+
+/// A minted WIT-SVID.
+#[derive(Clone, Debug)]
+pub struct WitSvid {
+    /// The compact JWS (`typ: wit+jwt`).
+    pub token: String,
+    /// The subject.
+    pub spiffe_id: SpiffeId,
+    /// The `jti` claim.
+    pub jti: String,
+    /// The signing key's ID.
+    pub kid: String,
+    /// `iat`, Unix seconds.
+    pub issued_at: i64,
+    /// `exp`, Unix seconds.
+    pub expires_at: i64,
 }

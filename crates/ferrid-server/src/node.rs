@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrid_attest::{AttestError, Challenger, MAX_PAYLOAD};
-use ferrid_ca::{JwtSvidRequest, X509SvidRequest};
+use ferrid_ca::{JwtSvidRequest, WitSvidRequest, X509SvidRequest};
 use ferrid_proto::node::v1::{self as pb, node_server::Node};
 use ferrid_proto::types::v1 as tpb;
 use ferrid_store::StoreError;
@@ -115,6 +115,16 @@ impl NodeService {
                 agent.spiffe_id
             ))
         })
+    }
+
+    /// The life of a JWT- or WIT-SVID: the request's (seconds, 0 for the default), never
+    /// longer than the entry's `jwt_svid_ttl` or, without one, the server's default.
+    fn jwt_ttl(&self, requested: i32, entry: &RegistrationEntry) -> Option<Duration> {
+        match (u64::try_from(requested).unwrap_or(0), entry.jwt_svid_ttl) {
+            (0, e) => ttl_of(e),
+            (r, 0) => Some(Duration::from_secs(r).min(self.shared.cfg.raw.svid.jwt_ttl)),
+            (r, e) => Some(Duration::from_secs(r.min(u64::from(e)))),
+        }
     }
 
     fn mint_x509(&self, entry: &RegistrationEntry, csr: &[u8]) -> Result<tpb::X509Svid, Status> {
@@ -397,11 +407,7 @@ impl Node for NodeService {
             }
             _ => {}
         }
-        let ttl = match (u64::try_from(req.ttl).unwrap_or(0), entry.jwt_svid_ttl) {
-            (0, e) => ttl_of(e),
-            (r, 0) => Some(Duration::from_secs(r).min(self.shared.cfg.raw.svid.jwt_ttl)),
-            (r, e) => Some(Duration::from_secs(r.min(u64::from(e)))),
-        };
+        let ttl = self.jwt_ttl(req.ttl, &entry);
         let started = Instant::now();
         let svid = self
             .shared
@@ -433,5 +439,39 @@ impl Node for NodeService {
             "server shutting down",
             move || this.watch_state(&agent.spiffe_id).map(Some),
         ))))
+    }
+
+    async fn mint_wit_svid(
+        &self,
+        request: Request<pb::MintWitSvidRequest>,
+    ) -> Result<Response<pb::MintWitSvidResponse>, Status> {
+        let agent = self.authenticate(&request)?;
+        let req = request.into_inner();
+        let entry = self.authorized_entry(&agent, &req.entry_id)?;
+        let ttl = self.jwt_ttl(req.ttl, &entry);
+        let started = Instant::now();
+        let svid = self
+            .shared
+            .ca
+            .mint_wit_svid(&WitSvidRequest {
+                spiffe_id: &entry.spiffe_id,
+                public_key_jwk: &req.public_key_jwk,
+                ttl,
+            })
+            .map_err(|e| {
+                self.shared.metrics.issue_failures.with_label_values(&["wit", "ca"]).inc();
+                ca_status(e)
+            })?;
+        self.shared.metrics.issued.with_label_values(&["wit"]).inc();
+        self.shared.metrics.latency.with_label_values(&["wit"]).observe(started.elapsed().as_secs_f64());
+        tracing::debug!(spiffe_id = %entry.spiffe_id, entry = %entry.id, expires_at = svid.expires_at, "minted WIT-SVID");
+        Ok(Response::new(pb::MintWitSvidResponse {
+            token: svid.token,
+            spiffe_id: svid.spiffe_id.to_string(),
+            expires_at: svid.expires_at,
+            issued_at: svid.issued_at,
+            jti: svid.jti,
+            hint: entry.hint.clone(),
+        }))
     }
 }
