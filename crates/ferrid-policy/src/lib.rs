@@ -21,6 +21,7 @@
 
 mod cases;
 mod engine;
+mod index;
 mod request;
 
 pub use cases::{CaseReport, CaseResult, Expect, run_cases};
@@ -154,7 +155,10 @@ struct Source {
 
 /// A validated set of Cedar policies, ready to decide.
 pub struct PolicySet {
+    /// Every policy (what was validated).
     policies: cedar_policy::PolicySet,
+    /// The same policies, filed by action and credential ID.
+    index: index::Index,
     authorizer: Authorizer,
     hash: String,
     count: usize,
@@ -280,7 +284,10 @@ impl PolicySet {
             return Err(PolicyError::Invalid { problems: sorted(problems) });
         }
         let count = set.num_of_policies();
-        Ok(PolicySet { policies: set, authorizer: Authorizer::new(), hash, count })
+        let index = index::Index::build(&set).map_err(|message| PolicyError::Invalid {
+            problems: vec![Problem { file: "?".into(), line: None, column: None, policy_id: None, message }],
+        })?;
+        Ok(PolicySet { policies: set, index, authorizer: Authorizer::new(), hash, count })
     }
 
     /// SHA-256 (hex) of the policy sources in file-name order: for each, its name, a NUL,
@@ -303,44 +310,58 @@ impl PolicySet {
     /// Decides one request. Allowed only if some `permit` applies, no `forbid` applies,
     /// and no policy failed to evaluate (fail closed).
     pub fn decide(&self, request: &Request) -> Decision {
+        self.decide_in(request, true)
+    }
+
+    /// Decides with the index (`indexed`), or by evaluating every policy (for tests
+    /// that check the index changes no decision).
+    fn decide_in(&self, request: &Request, indexed: bool) -> Decision {
+        let deny = |determining_policies, errors| Decision {
+            allowed: false,
+            determining_policies,
+            errors,
+            policy_hash: self.hash.clone(),
+        };
         let translated = match request.to_cedar() {
             Ok(t) => t,
-            Err(e) => {
-                return Decision {
-                    allowed: false,
-                    determining_policies: Vec::new(),
-                    errors: vec![e],
-                    policy_hash: self.hash.clone(),
-                };
-            }
+            Err(e) => return deny(Vec::new(), vec![e]),
         };
-        let response =
-            self.authorizer.is_authorized(&translated.request, &self.policies, &translated.entities);
-        let diagnostics = response.diagnostics();
-        let mut errors = Vec::new();
-        let mut failed = Vec::new();
-        for e in diagnostics.errors() {
-            let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = e;
-            failed.push(e.policy_id().to_string());
-            errors.push(e.to_string());
+        let sets: Vec<&cedar_policy::PolicySet> = if indexed {
+            self.index.partition(request.action).sets_for(&request.resource.spiffe_id).collect()
+        } else {
+            vec![&self.policies]
+        };
+        // The policies are partitioned; combine the parts' responses as Cedar would
+        // combine the policies' results in one set: any error denies (fail closed, which
+        // Cedar alone does not), then any satisfied forbid denies, then any satisfied
+        // permit allows, else deny.
+        let (mut permits, mut forbids, mut failed, mut errors) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for set in sets {
+            let response = self.authorizer.is_authorized(&translated.request, set, &translated.entities);
+            let diagnostics = response.diagnostics();
+            for e in diagnostics.errors() {
+                let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = e;
+                failed.push(e.policy_id().to_string());
+                errors.push(e.to_string());
+            }
+            let reasons = diagnostics.reason().map(ToString::to_string);
+            match response.decision() {
+                cedar_policy::Decision::Allow => permits.extend(reasons),
+                cedar_policy::Decision::Deny => forbids.extend(reasons),
+            }
         }
         if !errors.is_empty() {
             failed.sort();
-            return Decision {
-                allowed: false,
-                determining_policies: failed,
-                errors,
-                policy_hash: self.hash.clone(),
-            };
+            errors.sort();
+            return deny(failed, errors);
         }
-        let mut determining: Vec<String> = diagnostics.reason().map(ToString::to_string).collect();
-        determining.sort();
-        Decision {
-            allowed: response.decision() == cedar_policy::Decision::Allow,
-            determining_policies: determining,
-            errors,
-            policy_hash: self.hash.clone(),
+        if !forbids.is_empty() || permits.is_empty() {
+            forbids.sort();
+            return deny(forbids, errors);
         }
+        permits.sort();
+        Decision { allowed: true, determining_policies: permits, errors, policy_hash: self.hash.clone() }
     }
 }
 

@@ -28,3 +28,143 @@ fn hash_depends_on_names_and_contents_not_on_order() {
     assert_ne!(ab, canonical_hash(&[s("c.cedar", "x"), s("b.cedar", "y")]));
     assert_eq!(ab.len(), 64);
 }
+
+/// The credential ID a one-policy set is keyed under, if any.
+fn key_of(text: &str) -> Option<String> {
+    let set = PolicySet::from_text(text, "k.cedar").unwrap();
+    let mut keys: Vec<String> = [Action::Issue, Action::Exchange]
+        .into_iter()
+        .flat_map(|a| set.index.partition(a).keyed.keys().cloned())
+        .collect();
+    keys.dedup();
+    assert!(keys.len() <= 1, "{keys:?}");
+    keys.pop()
+}
+
+#[test]
+fn policies_are_keyed_only_when_skipping_them_is_exact() {
+    let key = Some("spiffe://p/a".to_owned());
+    // Scope constraint: always exact (checked before the condition).
+    assert_eq!(
+        key_of(
+            r#"permit(principal, action, resource == Ferrid::Credential::"spiffe://p/a") when { resource.ttl * 2 > 1 };"#
+        ),
+        key
+    );
+    // A top-level conjunct, in any position, of an error-free condition.
+    assert_eq!(
+        key_of(
+            r#"permit(principal, action, resource) when { principal.selectors.contains("u") && resource.spiffe_id == "spiffe://p/a" };"#
+        ),
+        key
+    );
+    assert_eq!(
+        key_of(r#"permit(principal, action, resource) when { "spiffe://p/a" == resource.spiffe_id };"#),
+        key
+    );
+    // Arithmetic can fail (overflow) and must then deny: not keyed.
+    assert_eq!(
+        key_of(
+            r#"forbid(principal, action, resource) when { resource.ttl * 4611686018427387904 > 0 && resource.spiffe_id == "spiffe://p/a" };"#
+        ),
+        None
+    );
+    assert_eq!(
+        key_of(
+            r#"forbid(principal, action, resource) when { resource.spiffe_id == "spiffe://p/a" } unless { resource.ttl + 1 > 0 };"#
+        ),
+        None
+    );
+    // Attributes of an entity literal may not exist at run time: not keyed.
+    assert_eq!(
+        key_of(
+            r#"permit(principal, action, resource) when { resource.spiffe_id == "spiffe://p/a" && Ferrid::Workload::"w".spiffe_id == "" };"#
+        ),
+        None
+    );
+    // Not a conjunct: not keyed.
+    assert_eq!(
+        key_of(
+            r#"permit(principal, action, resource) when { resource.spiffe_id == "spiffe://p/a" || resource.ttl < 5 };"#
+        ),
+        None
+    );
+}
+
+#[test]
+fn policies_are_filed_under_the_actions_their_scope_allows() {
+    let set = PolicySet::from_text(
+        r#"permit(principal, action == Ferrid::Action::"issue", resource);
+           permit(principal, action in [Ferrid::Action::"exchange"], resource);
+           forbid(principal, action, resource) when { resource.ttl > 10 };"#,
+        "a.cedar",
+    )
+    .unwrap();
+    assert_eq!(set.index.issue.unkeyed.num_of_policies(), 2);
+    assert_eq!(set.index.exchange.unkeyed.num_of_policies(), 2);
+}
+
+/// A mixed set (keyed and unkeyed, scope and condition keys, erroring policies, all
+/// action forms) decides every request exactly as evaluating all policies does.
+#[test]
+fn the_index_changes_no_decision() {
+    let mut text = String::new();
+    for i in 0..60 {
+        let p = match i % 6 {
+            0 => format!(
+                r#"permit(principal, action == Ferrid::Action::"issue", resource) when {{ principal.selectors.contains("unix:uid:{i}") && resource.spiffe_id == "spiffe://p/s{}" }};"#,
+                i % 7
+            ),
+            1 => format!(
+                r#"forbid(principal, action, resource == Ferrid::Credential::"spiffe://p/s{}") when {{ resource.ttl * 4611686018427387904 > {i} }};"#,
+                i % 5
+            ),
+            2 => format!(
+                r#"permit(principal, action in [Ferrid::Action::"exchange", Ferrid::Action::"issue"], resource) when {{ resource.spiffe_id == "spiffe://p/s{}" && context.task_id == "t{}" }};"#,
+                i % 7,
+                i % 3
+            ),
+            3 => format!(
+                r#"forbid(principal, action == Ferrid::Action::"exchange", resource) when {{ resource.ttl > {} }};"#,
+                100 + i
+            ),
+            4 => format!(
+                r#"forbid(principal, action, resource) when {{ resource.ttl + 9223372036854775000 > {i} && resource.spiffe_id == "spiffe://p/s{}" }};"#,
+                i % 7
+            ),
+            _ => format!(
+                r#"permit(principal, action, resource) when {{ principal.trust_domain == "td{}" }};"#,
+                i % 4
+            ),
+        };
+        text.push_str(&p);
+        text.push('\n');
+    }
+    let set = PolicySet::from_text(&text, "mix.cedar").unwrap();
+    let mut seen_allow = 0;
+    let mut seen_error = 0;
+    for n in 0..2_000u64 {
+        let h = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 7;
+        let request = Request {
+            principal: Principal {
+                spiffe_id: format!("spiffe://p/w{}", h % 9),
+                selectors: vec![format!("unix:uid:{}", h % 61)],
+                attestor: "unix".into(),
+                trust_domain: format!("td{}", (h >> 8) % 6),
+            },
+            action: if (h >> 12) % 2 == 0 { Action::Issue } else { Action::Exchange },
+            resource: Resource {
+                spiffe_id: format!("spiffe://p/s{}", (h >> 16) % 9),
+                audience: vec![],
+                ttl: [1, 50, 200, 2000][((h >> 20) % 4) as usize],
+                kind: CredentialKind::X509,
+            },
+            context: Context { task_id: format!("t{}", (h >> 24) % 4), ..Context::default() },
+        };
+        let (fast, slow) = (set.decide_in(&request, true), set.decide_in(&request, false));
+        assert_eq!(fast, slow, "{request:?}");
+        seen_allow += usize::from(fast.allowed);
+        seen_error += usize::from(!fast.errors.is_empty());
+    }
+    assert!(seen_allow > 50 && seen_error > 100, "allowed {seen_allow}, errors {seen_error}");
+}
