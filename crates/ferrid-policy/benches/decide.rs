@@ -117,18 +117,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[idx].as_secs_f64() * 1e6
 }
 
-fn run(name: &str, set: &PolicySet, requests: &[Request]) {
-    for r in requests.iter().take(WARMUP) {
-        std::hint::black_box(set.decide(r));
-    }
-    let mut times = Vec::with_capacity(requests.len());
-    let mut allowed = 0;
-    for r in requests {
-        let t = Instant::now();
-        let d = set.decide(std::hint::black_box(r));
-        times.push(t.elapsed());
-        allowed += usize::from(d.allowed);
-    }
+fn report(name: &str, mut times: Vec<Duration>, allowed: usize) {
     times.sort();
     let mean = times.iter().sum::<Duration>().as_secs_f64() * 1e6 / times.len() as f64;
     println!(
@@ -139,6 +128,31 @@ fn run(name: &str, set: &PolicySet, requests: &[Request]) {
         times.last().map_or(0.0, |d| d.as_secs_f64() * 1e6),
         mean,
     );
+}
+
+/// Times every decision; reports all of them, then issue and exchange apart.
+fn run(name: &str, set: &PolicySet, requests: &[Request]) {
+    for r in requests.iter().take(WARMUP) {
+        std::hint::black_box(set.decide(r));
+    }
+    let (mut all, mut issue, mut exchange) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut allowed, mut issue_allowed) = (0, 0);
+    for r in requests {
+        let t = Instant::now();
+        let d = set.decide(std::hint::black_box(r));
+        let elapsed = t.elapsed();
+        all.push(elapsed);
+        allowed += usize::from(d.allowed);
+        if r.action == Action::Issue {
+            issue.push(elapsed);
+            issue_allowed += usize::from(d.allowed);
+        } else {
+            exchange.push(elapsed);
+        }
+    }
+    report(name, all, allowed);
+    report(&format!("{name}, issue"), issue, issue_allowed);
+    report(&format!("{name}, exchange"), exchange, allowed - issue_allowed);
 }
 
 fn main() {

@@ -7,36 +7,52 @@
 //! - the actions its scope allows (`action == …`, `action in […]`; else both), and
 //! - a credential SPIFFE ID when its scope says `resource == Ferrid::Credential::"…"`,
 //!   or its condition has a top-level conjunct `resource.spiffe_id == "…"` and cannot
-//!   fail to evaluate (see [`cannot_error`]); else no key.
+//!   fail to evaluate (see [`cannot_error`]); failing that
+//! - a workload SPIFFE ID, likewise from `principal == Ferrid::Workload::"…"` or
+//!   `principal.spiffe_id == "…"`; else no key.
 //!
 //! A decision evaluates the action's unkeyed policies and those keyed by the request's
-//! credential ID, and combines the two responses as Cedar would one (see
+//! credential and workload IDs, and combines the responses as Cedar would one (see
 //! `PolicySet::decide`). Skipping a policy is exact: a policy filed under another action
 //! or key is not satisfied by this request, and — its scope being checked first, or its
 //! condition being error-free — evaluating it could not have produced an error either.
 use std::collections::HashMap;
 
-use cedar_policy::{ActionConstraint, Policy, ResourceConstraint};
+use cedar_policy::{ActionConstraint, Policy, PrincipalConstraint, ResourceConstraint};
 use serde_json::Value;
 
 use crate::Action;
 
-/// The policies of one action: those that apply whatever the credential, and those
-/// that can apply only to one credential SPIFFE ID.
+/// The policies of one action: those that may apply to any request, those that can
+/// apply only to one credential SPIFFE ID, and those only to one workload SPIFFE ID.
 #[derive(Default)]
 pub(crate) struct Partition {
     pub(crate) unkeyed: cedar_policy::PolicySet,
-    pub(crate) keyed: HashMap<String, cedar_policy::PolicySet>,
+    pub(crate) by_credential: HashMap<String, cedar_policy::PolicySet>,
+    pub(crate) by_workload: HashMap<String, cedar_policy::PolicySet>,
 }
 
 impl Partition {
-    /// The sets to evaluate for a credential ID (empty ones left out).
+    /// The sets to evaluate for a workload and a credential ID (empty ones left out).
     pub(crate) fn sets_for<'a>(
         &'a self,
-        spiffe_id: &str,
+        workload: &str,
+        credential: &str,
     ) -> impl Iterator<Item = &'a cedar_policy::PolicySet> {
-        std::iter::once(&self.unkeyed).chain(self.keyed.get(spiffe_id)).filter(|s| !s.is_empty())
+        std::iter::once(&self.unkeyed)
+            .chain(self.by_credential.get(credential))
+            .chain(self.by_workload.get(workload))
+            .filter(|s| !s.is_empty())
     }
+}
+
+/// What a policy is limited to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Key {
+    /// One credential SPIFFE ID.
+    Credential(String),
+    /// One workload SPIFFE ID.
+    Workload(String),
 }
 
 /// The partitions for `issue` and `exchange`.
@@ -52,11 +68,12 @@ impl Index {
     pub(crate) fn build(set: &cedar_policy::PolicySet) -> Result<Index, String> {
         let mut index = Index::default();
         for policy in set.policies() {
-            let key = credential_key(policy);
+            let key = key(policy);
             for action in actions(policy) {
                 let partition = index.partition_mut(action);
                 let target = match &key {
-                    Some(k) => partition.keyed.entry(k.clone()).or_default(),
+                    Some(Key::Credential(k)) => partition.by_credential.entry(k.clone()).or_default(),
+                    Some(Key::Workload(k)) => partition.by_workload.entry(k.clone()).or_default(),
                     None => &mut partition.unkeyed,
                 };
                 target.add(policy.clone()).map_err(|e| e.to_string())?;
@@ -96,26 +113,36 @@ fn actions(policy: &Policy) -> Vec<Action> {
     }
 }
 
-/// The credential SPIFFE ID a policy is limited to, if any.
-fn credential_key(policy: &Policy) -> Option<String> {
+/// The credential or workload a policy is limited to, if any (the credential when both).
+pub(crate) fn key(policy: &Policy) -> Option<Key> {
+    // The Credential and Workload entities' IDs are their SPIFFE IDs (request.rs).
     if let ResourceConstraint::Eq(uid) = policy.resource_constraint() {
-        // The Credential entity's ID is its SPIFFE ID (request.rs).
-        return Some(uid.id().unescaped().to_owned());
+        return Some(Key::Credential(uid.id().unescaped().to_owned()));
     }
-    let est = policy.to_json().ok()?;
-    let conditions = est.get("conditions")?.as_array()?;
-    if !conditions.iter().all(|c| c.get("body").is_some_and(cannot_error)) {
-        return None;
+    let from_scope = match policy.principal_constraint() {
+        PrincipalConstraint::Eq(uid) => Some(Key::Workload(uid.id().unescaped().to_owned())),
+        _ => None,
+    };
+    let from_condition = (|| {
+        let est = policy.to_json().ok()?;
+        let conditions = est.get("conditions")?.as_array()?;
+        if !conditions.iter().all(|c| c.get("body").is_some_and(cannot_error)) {
+            return None;
+        }
+        let mut conjuncts = Vec::new();
+        for c in conditions.iter().filter(|c| c.get("kind").and_then(Value::as_str) == Some("when")) {
+            if let Some(body) = c.get("body") {
+                flatten_and(body, &mut conjuncts);
+            }
+        }
+        let literal = |var| conjuncts.iter().find_map(|c| spiffe_id_literal(c, var));
+        literal("resource").map(Key::Credential).or_else(|| literal("principal").map(Key::Workload))
+    })();
+    match (from_condition, from_scope) {
+        (Some(Key::Credential(k)), _) => Some(Key::Credential(k)),
+        (_, Some(scope)) => Some(scope),
+        (condition, None) => condition,
     }
-    conditions
-        .iter()
-        .filter(|c| c.get("kind").and_then(Value::as_str) == Some("when"))
-        .filter_map(|c| c.get("body"))
-        .find_map(|body| {
-            let mut conjuncts = Vec::new();
-            flatten_and(body, &mut conjuncts);
-            conjuncts.into_iter().find_map(spiffe_id_literal)
-        })
 }
 
 fn flatten_and<'a>(e: &'a Value, out: &mut Vec<&'a Value>) {
@@ -130,14 +157,14 @@ fn flatten_and<'a>(e: &'a Value, out: &mut Vec<&'a Value>) {
     }
 }
 
-/// `"…"` from `resource.spiffe_id == "…"` or `"…" == resource.spiffe_id`.
-fn spiffe_id_literal(e: &Value) -> Option<String> {
+/// `"…"` from `<var>.spiffe_id == "…"` or `"…" == <var>.spiffe_id`.
+fn spiffe_id_literal(e: &Value, var: &str) -> Option<String> {
     let eq = e.get("==")?;
     let (l, r) = (eq.get("left")?, eq.get("right")?);
     let is_attr = |v: &Value| {
         v.get(".").is_some_and(|d| {
             d.get("attr").and_then(Value::as_str) == Some("spiffe_id")
-                && d.get("left").and_then(|l| l.get("Var")).and_then(Value::as_str) == Some("resource")
+                && d.get("left").and_then(|l| l.get("Var")).and_then(Value::as_str) == Some(var)
         })
     };
     let literal = |v: &Value| v.get("Value").and_then(Value::as_str).map(str::to_owned);

@@ -327,7 +327,10 @@ impl PolicySet {
             Err(e) => return deny(Vec::new(), vec![e]),
         };
         let sets: Vec<&cedar_policy::PolicySet> = if indexed {
-            self.index.partition(request.action).sets_for(&request.resource.spiffe_id).collect()
+            self.index
+                .partition(request.action)
+                .sets_for(&request.principal.spiffe_id, &request.resource.spiffe_id)
+                .collect()
         } else {
             vec![&self.policies]
         };
@@ -381,6 +384,10 @@ fn problem(source: &Source, id: Option<&PolicyId>, d: &dyn Diagnostic) -> Proble
         _ => (None, None),
     };
     let mut message = d.to_string();
+    // The Problem names the policy already; drop Cedar's own "for policy `x`, ".
+    if let Some(rest) = id.and_then(|id| message.strip_prefix(&format!("for policy `{id}`, "))) {
+        message = rest.to_owned();
+    }
     if let Some(help) = d.help() {
         message.push_str(&format!(" ({help})"));
     }

@@ -29,21 +29,19 @@ fn hash_depends_on_names_and_contents_not_on_order() {
     assert_eq!(ab.len(), 64);
 }
 
-/// The credential ID a one-policy set is keyed under, if any.
-fn key_of(text: &str) -> Option<String> {
+/// The key a one-policy text is filed under, if any.
+fn key_of(text: &str) -> Option<index::Key> {
     let set = PolicySet::from_text(text, "k.cedar").unwrap();
-    let mut keys: Vec<String> = [Action::Issue, Action::Exchange]
-        .into_iter()
-        .flat_map(|a| set.index.partition(a).keyed.keys().cloned())
-        .collect();
-    keys.dedup();
-    assert!(keys.len() <= 1, "{keys:?}");
-    keys.pop()
+    let policy = set.policies.policies().next().unwrap();
+    let key = index::key(policy);
+    let filed = |p: &index::Partition| p.unkeyed.is_empty() == key.is_some();
+    assert!(filed(&set.index.issue) && filed(&set.index.exchange));
+    key
 }
 
 #[test]
 fn policies_are_keyed_only_when_skipping_them_is_exact() {
-    let key = Some("spiffe://p/a".to_owned());
+    let key = Some(index::Key::Credential("spiffe://p/a".to_owned()));
     // Scope constraint: always exact (checked before the condition).
     assert_eq!(
         key_of(
@@ -60,6 +58,26 @@ fn policies_are_keyed_only_when_skipping_them_is_exact() {
     );
     assert_eq!(
         key_of(r#"permit(principal, action, resource) when { "spiffe://p/a" == resource.spiffe_id };"#),
+        key
+    );
+    // The workload, when no credential is named.
+    let workload = Some(index::Key::Workload("spiffe://p/w".to_owned()));
+    assert_eq!(
+        key_of(
+            r#"permit(principal == Ferrid::Workload::"spiffe://p/w", action, resource) when { resource.ttl * 2 > 1 };"#
+        ),
+        workload
+    );
+    assert_eq!(
+        key_of(
+            r#"permit(principal, action, resource) when { context.task_id != "" } when { principal.spiffe_id == "spiffe://p/w" };"#
+        ),
+        workload
+    );
+    assert_eq!(
+        key_of(
+            r#"permit(principal, action, resource) when { principal.spiffe_id == "spiffe://p/w" && resource.spiffe_id == "spiffe://p/a" };"#
+        ),
         key
     );
     // Arithmetic can fail (overflow) and must then deny: not keyed.
@@ -104,13 +122,13 @@ fn policies_are_filed_under_the_actions_their_scope_allows() {
     assert_eq!(set.index.exchange.unkeyed.num_of_policies(), 2);
 }
 
-/// A mixed set (keyed and unkeyed, scope and condition keys, erroring policies, all
-/// action forms) decides every request exactly as evaluating all policies does.
+/// A mixed set (unkeyed, keyed by credential and by workload, from scopes and
+/// conditions, erroring policies, all action forms) decides every request exactly as evaluating all policies does.
 #[test]
 fn the_index_changes_no_decision() {
     let mut text = String::new();
-    for i in 0..60 {
-        let p = match i % 6 {
+    for i in 0..80 {
+        let p = match i % 8 {
             0 => format!(
                 r#"permit(principal, action == Ferrid::Action::"issue", resource) when {{ principal.selectors.contains("unix:uid:{i}") && resource.spiffe_id == "spiffe://p/s{}" }};"#,
                 i % 7
@@ -132,6 +150,15 @@ fn the_index_changes_no_decision() {
                 r#"forbid(principal, action, resource) when {{ resource.ttl + 9223372036854775000 > {i} && resource.spiffe_id == "spiffe://p/s{}" }};"#,
                 i % 7
             ),
+            5 => format!(
+                r#"forbid(principal == Ferrid::Workload::"spiffe://p/w{}", action, resource) when {{ resource.ttl * 4611686018427387904 > {i} }};"#,
+                i % 3
+            ),
+            6 => format!(
+                r#"permit(principal, action, resource) when {{ principal.spiffe_id == "spiffe://p/w{}" && context.task_id == "t{}" }};"#,
+                i % 9,
+                i % 4
+            ),
             _ => format!(
                 r#"permit(principal, action, resource) when {{ principal.trust_domain == "td{}" }};"#,
                 i % 4
@@ -141,6 +168,15 @@ fn the_index_changes_no_decision() {
         text.push('\n');
     }
     let set = PolicySet::from_text(&text, "mix.cedar").unwrap();
+    for p in [&set.index.issue, &set.index.exchange] {
+        assert!(
+            !p.unkeyed.is_empty() && !p.by_credential.is_empty() && !p.by_workload.is_empty(),
+            "{} {} {}",
+            p.unkeyed.num_of_policies(),
+            p.by_credential.len(),
+            p.by_workload.len()
+        );
+    }
     let mut seen_allow = 0;
     let mut seen_error = 0;
     for n in 0..2_000u64 {
