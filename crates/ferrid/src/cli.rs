@@ -46,6 +46,9 @@ enum Command {
     Svid(crate::exchange_cmd::SvidCmd),
     /// Check that a server is live and ready.
     Healthcheck(HealthArgs),
+    /// Validate Cedar policies and run their golden cases, offline.
+    #[command(subcommand)]
+    Policy(crate::policy_cmd::PolicyCmd),
 }
 
 #[derive(Debug, Args)]
@@ -352,6 +355,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Server(args) => crate::server_cmd::run(args).await,
         Command::Dev(args) => crate::dev::run(args).await,
+        Command::Policy(cmd) => crate::policy_cmd::run(cmd),
         Command::Entry(cmd) => entry(cmd).await,
         Command::Token(TokenCmd::Exchange(a)) => crate::exchange_cmd::token_exchange(a).await,
         Command::Token(TokenCmd::Task(a)) => crate::exchange_cmd::task_token(a).await,

@@ -7,6 +7,7 @@ mod cli;
 mod dev;
 mod exchange_cmd;
 mod output;
+mod policy_cmd;
 mod server_cmd;
 
 use clap::Parser;
