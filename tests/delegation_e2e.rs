@@ -351,3 +351,70 @@ async fn a_workload_exchanges_through_its_agent() {
     drop(agent);
     w.server.stop();
 }
+
+/// Runtime policy decides every exchange: a `forbid` wins over any `permit`, a policy
+/// file that does not validate is refused while the previous set keeps deciding, and a
+/// good edit takes effect without a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_decides_at_request_time_and_reloads_atomically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let idp_key = Signer::rs256("corp-1");
+    let idp = oidc_issuer(&idp_key, Arc::new(AtomicUsize::new(0))).await;
+    let policies = tmp.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    let permit = "@id(\"permit-all\")\npermit(principal, action, resource);\n";
+    let forbid = "@id(\"no-search-after-two-hops\")\nforbid(principal, action == Ferrid::Action::\"exchange\", resource)\nwhen { resource.audience.contains(\"search-api\") && context.chain_depth > 2 };\n";
+    std::fs::write(policies.join("10-permit.cedar"), permit).unwrap();
+    std::fs::write(policies.join("20-forbid.cedar"), forbid).unwrap();
+    let server = Server::start_with(
+        tmp.path(),
+        format!("127.0.0.1:{}", free_port()),
+        &format!(
+            "[policy]\npath = \"{}\"\nreload_interval = \"1s\"\n[[delegation.identity_providers]]\nname = \"corp\"\nissuer = \"{idp}\"\naudience = \"ferrid\"\n",
+            policies.display()
+        ),
+    );
+    let bundle = tmp.path().join("bundle.pem");
+    std::fs::write(&bundle, server.ok(&["bundle", "show"])).unwrap();
+    let w = World { server, dir: tmp.path().to_owned(), bundle };
+    let planner = w.workload("planner", "delegated");
+    let researcher = w.workload("researcher", "delegated");
+    let alice = idp_key.sign(&json!({
+        "iss": idp, "aud": "ferrid", "sub": "alice", "iat": now(), "exp": now() + 300, "may_act": {"sub": planner},
+    }));
+    let t1 = w
+        .exchange("planner", &alice, &["--subject-token-type", "id_token", "--audience", &researcher])
+        .unwrap();
+    let t1 = t1["access_token"].as_str().unwrap().to_owned();
+    // alice -> planner -> researcher is three long: the forbid wins over permit-all.
+    refused(
+        w.exchange("researcher", &t1, &["--audience", "search-api"]),
+        "denied by policy",
+        "no-search-after-two-hops",
+    );
+    // Other audiences are permitted.
+    w.exchange("researcher", &t1, &["--audience", "calendar-api"]).unwrap();
+
+    // A broken edit is refused; the old set keeps deciding (still denies, still permits).
+    std::fs::write(
+        policies.join("20-forbid.cedar"),
+        "forbid(principal, action, resource) when { resource.nonsense };",
+    )
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    refused(
+        w.exchange("researcher", &t1, &["--audience", "search-api"]),
+        "denied by policy",
+        "no-search-after-two-hops",
+    );
+    w.exchange("researcher", &t1, &["--audience", "calendar-api"]).unwrap();
+
+    // A good edit (the forbid removed) takes effect without a restart.
+    std::fs::remove_file(policies.join("20-forbid.cedar")).unwrap();
+    eventually(15, "the reloaded policy permits search-api", || {
+        let r = w.exchange("researcher", &t1, &["--audience", "search-api"]);
+        async move { r }
+    })
+    .await;
+    w.server.stop();
+}

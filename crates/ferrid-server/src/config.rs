@@ -83,6 +83,9 @@ pub struct ServerConfig {
     /// Direct exchange of tokens from other OIDC issuers (`[[oidc]]`, one per provider).
     #[serde(default)]
     pub oidc: Vec<ferrid_attest_oidc::OidcProviderConfig>,
+    /// Runtime policy (`[policy]`): Cedar files deciding every issuance and exchange.
+    #[serde(default)]
+    pub policy: Option<crate::policy::PolicySection>,
     /// Token exchange, delegation chains and task tokens (`[delegation]`).
     #[serde(default)]
     pub delegation: crate::delegation::DelegationSection,

@@ -184,6 +184,20 @@ pub(crate) struct Actor {
     pub(crate) model: Option<AuthorityModel>,
     /// The shortest JWT lifetime among its entries (0: the server default).
     pub(crate) jwt_ttl: u32,
+    /// The selectors of its entries.
+    pub(crate) selectors: Vec<String>,
+}
+
+impl Actor {
+    /// The actor as a policy principal: its entries' selectors.
+    pub(crate) fn who(&self) -> crate::policy::Who<'static> {
+        crate::policy::Who {
+            spiffe_id: self.id.to_string(),
+            selectors: self.selectors.clone(),
+            attestor: "",
+            model: self.model,
+        }
+    }
 }
 
 /// The actor behind `id`: the registration entries that issue it decide its authority
@@ -208,7 +222,11 @@ pub(crate) fn actor(shared: &Shared, id: SpiffeId) -> Result<Actor, OAuthError> 
     }
     let model = entries[0].authority_model();
     let jwt_ttl = entries.iter().map(|e| e.jwt_svid_ttl).filter(|t| *t > 0).min().unwrap_or(0);
-    Ok(Actor { id, model, jwt_ttl })
+    let mut selectors: Vec<String> =
+        entries.iter().flat_map(|e| e.selectors.iter().map(ToString::to_string)).collect();
+    selectors.sort();
+    selectors.dedup();
+    Ok(Actor { id, model, jwt_ttl, selectors })
 }
 
 /// What a verified subject token says.
@@ -435,6 +453,31 @@ pub(crate) async fn exchange(
     })?;
     let ttl = ttl_cap(req.ttl, actor.jwt_ttl, shared.cfg.raw.svid.jwt_ttl)
         .min(Duration::from_secs(u64::try_from(subject.exp - now).unwrap_or(0)));
+    let mut chain = vec![actor.id.to_string()];
+    let mut cur = subject.act.as_ref();
+    while let Some(a) = cur {
+        chain.push(a.get("sub").and_then(Value::as_str).unwrap_or("").to_owned());
+        cur = a.get("act");
+    }
+    chain.push(subject.sub.clone());
+    // The principal first, then every actor, oldest first.
+    chain.reverse();
+    crate::policy::decide(
+        shared,
+        ferrid_policy::Action::Exchange,
+        &actor.who(),
+        &actor.id.to_string(),
+        ferrid_policy::CredentialKind::Jwt,
+        &req.audience,
+        Some(ttl),
+        crate::policy::Facts {
+            chain,
+            subject: subject.sub.clone(),
+            subject_is_human: subject.human,
+            task: task.clone(),
+            scope: scope.iter().flatten().cloned().collect(),
+        },
+    )?;
     finish_exchange(shared, actor, req, subject, task, scope, ttl).await
 }
 
@@ -603,6 +646,16 @@ pub(crate) async fn task_token(
     let task = r.map_err(OAuthError::into_status)?;
     let ttl =
         ttl_cap(req.ttl, actor.jwt_ttl, shared.cfg.raw.svid.jwt_ttl).min(shared.cfg.raw.delegation.task_ttl);
+    crate::policy::decide(
+        shared,
+        ferrid_policy::Action::Issue,
+        &actor.who(),
+        &actor.id.to_string(),
+        ferrid_policy::CredentialKind::Jwt,
+        &req.audience,
+        Some(ttl),
+        crate::policy::Facts { task: Some(task.clone()), ..Default::default() },
+    )?;
     let mut claims = Map::new();
     claims.insert("sub_type".into(), "workload".into());
     claims.insert("task".into(), json!({ "id": task.0, "purpose": task.1 }));

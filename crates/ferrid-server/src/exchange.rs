@@ -221,6 +221,39 @@ impl Exchange for ExchangeService {
             )));
         }
         let svid_cfg = &shared.cfg.raw.svid;
+        let who = crate::policy::Who {
+            spiffe_id: attested_id.to_string(),
+            selectors: selectors.clone(),
+            attestor: name,
+            model: entry.authority_model(),
+        };
+        for (kind, wanted, aud, ttl) in [
+            (ferrid_policy::CredentialKind::X509, !req.csr.is_empty(), &[][..], entry.x509_svid_ttl),
+            (
+                ferrid_policy::CredentialKind::Jwt,
+                !req.jwt_audience.is_empty(),
+                &req.jwt_audience[..],
+                entry.jwt_svid_ttl,
+            ),
+        ] {
+            if wanted {
+                let default = if kind == ferrid_policy::CredentialKind::X509 {
+                    svid_cfg.x509_ttl
+                } else {
+                    svid_cfg.jwt_ttl
+                };
+                crate::policy::decide(
+                    shared,
+                    ferrid_policy::Action::Issue,
+                    &who,
+                    &entry.spiffe_id.to_string(),
+                    kind,
+                    aud,
+                    Some(lifetime(req.ttl, ttl, default, remaining)),
+                    crate::policy::Facts::default(),
+                )?;
+            }
+        }
         let x509 = if req.csr.is_empty() {
             None
         } else {

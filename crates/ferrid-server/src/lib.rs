@@ -15,6 +15,7 @@ mod health;
 pub mod k8s_bundle;
 mod metrics;
 mod node;
+pub mod policy;
 mod state;
 
 /// TLS helpers (re-exported from `ferrid-tls`).
@@ -298,11 +299,15 @@ pub async fn start(cfg: ValidatedConfig, clock: Arc<dyn Clock>) -> Result<Server
     let exchange = exchange_attestors(&cfg)?;
     let idps = delegation::identity_providers(&cfg.raw.delegation)
         .map_err(|e| ServerError::Other(format!("invalid config: `delegation`: {e}")))?;
+    let policy = policy::engine(cfg.raw.policy.as_ref())
+        .map_err(|e| ServerError::Other(format!("invalid config: `policy`: {e}")))?;
+    let _policy_watch = policy::watch(&policy.0, cfg.raw.policy.as_ref());
 
     let (tls_cfg, mut cert_from, mut cert_until) = build_tls(&ca, &cfg)?;
     let metrics = metrics::Metrics::new();
     let shared = Arc::new(
-        Shared::load(cfg.clone(), ca, store, attestors, exchange, idps, clock, metrics, tls_cfg).await?,
+        Shared::load(cfg.clone(), ca, store, attestors, exchange, idps, policy, clock, metrics, tls_cfg)
+            .await?,
     );
     shared.metrics.entries.set(i64::try_from(shared.entries().by_id.len()).unwrap_or(i64::MAX));
     shared.metrics.bundle_sequence.set(i64::try_from(shared.bundle().sequence).unwrap_or(i64::MAX));

@@ -127,7 +127,23 @@ impl NodeService {
         }
     }
 
-    fn mint_x509(&self, entry: &RegistrationEntry, csr: &[u8]) -> Result<tpb::X509Svid, Status> {
+    fn mint_x509(
+        &self,
+        agent: &AgentRecord,
+        entry: &RegistrationEntry,
+        csr: &[u8],
+    ) -> Result<tpb::X509Svid, Status> {
+        let ttl = ttl_of(entry.x509_svid_ttl).unwrap_or(self.shared.cfg.raw.svid.x509_ttl);
+        crate::policy::decide(
+            &self.shared,
+            ferrid_policy::Action::Issue,
+            &crate::policy::Who::entry(entry, &agent.attestor),
+            &entry.spiffe_id.to_string(),
+            ferrid_policy::CredentialKind::X509,
+            &[],
+            Some(ttl),
+            crate::policy::Facts::default(),
+        )?;
         let started = Instant::now();
         let svid = self
             .shared
@@ -368,7 +384,7 @@ impl Node for NodeService {
                             agent.spiffe_id, p.entry_id
                         ))
                     })
-                    .and_then(|e| self.mint_x509(e, &p.csr));
+                    .and_then(|e| self.mint_x509(&agent, e, &p.csr));
                 match outcome {
                     Ok(svid) => {
                         pb::X509SvidResult { entry_id: p.entry_id, svid: Some(svid), ..Default::default() }
@@ -408,6 +424,16 @@ impl Node for NodeService {
             _ => {}
         }
         let ttl = self.jwt_ttl(req.ttl, &entry);
+        crate::policy::decide(
+            &self.shared,
+            ferrid_policy::Action::Issue,
+            &crate::policy::Who::entry(&entry, &agent.attestor),
+            &entry.spiffe_id.to_string(),
+            ferrid_policy::CredentialKind::Jwt,
+            &req.audience,
+            Some(ttl.unwrap_or(self.shared.cfg.raw.svid.jwt_ttl)),
+            crate::policy::Facts::default(),
+        )?;
         let started = Instant::now();
         let svid = self
             .shared
@@ -449,6 +475,16 @@ impl Node for NodeService {
         let req = request.into_inner();
         let entry = self.authorized_entry(&agent, &req.entry_id)?;
         let ttl = self.jwt_ttl(req.ttl, &entry);
+        crate::policy::decide(
+            &self.shared,
+            ferrid_policy::Action::Issue,
+            &crate::policy::Who::entry(&entry, &agent.attestor),
+            &entry.spiffe_id.to_string(),
+            ferrid_policy::CredentialKind::Wit,
+            &[],
+            Some(ttl.unwrap_or(self.shared.cfg.raw.svid.jwt_ttl)),
+            crate::policy::Facts::default(),
+        )?;
         let started = Instant::now();
         let svid = self
             .shared

@@ -109,6 +109,10 @@ pub(crate) struct Shared {
     pub(crate) exchange: Vec<crate::exchange::ExchangeAttestor>,
     /// Identity providers whose ID tokens are subject tokens of token exchange.
     pub(crate) idps: Vec<Arc<crate::delegation::Idp>>,
+    /// The active policy set.
+    pub(crate) policy: Arc<ferrid_policy::PolicyEngine>,
+    /// Whether it is the built-in permit-all set (decisions are then skipped).
+    pub(crate) policy_is_default: bool,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) metrics: Metrics,
     entries: ArcSwap<EntryIndex>,
@@ -129,6 +133,7 @@ impl Shared {
         attestors: Registry,
         exchange: Vec<crate::exchange::ExchangeAttestor>,
         idps: Vec<Arc<crate::delegation::Idp>>,
+        policy: (Arc<ferrid_policy::PolicyEngine>, bool),
         clock: Arc<dyn Clock>,
         metrics: Metrics,
         tls: rustls::ServerConfig,
@@ -146,6 +151,8 @@ impl Shared {
             attestors,
             exchange,
             idps,
+            policy: policy.0,
+            policy_is_default: policy.1,
             clock,
             metrics,
             entries: ArcSwap::from_pointee(EntryIndex::build(entries)),
