@@ -418,3 +418,38 @@ async fn policy_decides_at_request_time_and_reloads_atomically() {
     .await;
     w.server.stop();
 }
+
+/// `ferrid policy validate` and `ferrid policy test` on the shipped examples, and on a
+/// policy that does not validate (the error names file, line, column and policy).
+#[test]
+fn policy_cli_validates_and_runs_golden_cases() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let examples = root.join("examples/policy");
+    let run = |args: &[&str]| std::process::Command::new(bin()).args(args).output().unwrap();
+    let o = run(&["policy", "validate", examples.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("policies OK (hash "));
+    let cases = examples.join("CASES.json");
+    let o = run(&["policy", "test", "--policies", examples.to_str().unwrap(), cases.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(" 0 failed"));
+    // A golden case that expects the wrong answer fails the run.
+    let tmp = tempfile::tempdir().unwrap();
+    let text =
+        std::fs::read_to_string(&cases).unwrap().replacen("\"expect\": \"deny\"", "\"expect\": \"allow\"", 1);
+    std::fs::write(tmp.path().join("wrong.json"), text).unwrap();
+    let o = run(&[
+        "policy",
+        "test",
+        "--policies",
+        examples.to_str().unwrap(),
+        tmp.path().join("wrong.json").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let bad = tmp.path().join("bad.cedar");
+    std::fs::write(&bad, "permit(principal, action, resource) when { resource.bogus };").unwrap();
+    let o = run(&["policy", "validate", bad.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bad.cedar:1:") && err.contains("bogus"), "{err}");
+}
