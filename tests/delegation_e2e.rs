@@ -453,3 +453,46 @@ fn policy_cli_validates_and_runs_golden_cases() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("bad.cedar:1:") && err.contains("bogus"), "{err}");
 }
+
+/// Trust-domain separation: a QA server's credentials are worthless to the production
+/// server. A QA JWT-SVID addressed to a production agent is not a subject token there,
+/// and a QA X.509-SVID does not authenticate to production at all.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_qa_credential_is_never_accepted_by_production() {
+    let tmp = tempfile::tempdir().unwrap();
+    let idp = oidc_issuer(&Signer::rs256("corp-1"), Arc::new(AtomicUsize::new(0))).await;
+    let prod = setup(&tmp.path().join("prod"), &idp, 4);
+    let qa = Server::start_in(&tmp.path().join("qa"), format!("127.0.0.1:{}", free_port()), "qa.example", "");
+    let deployer = prod.workload("deployer", "delegated");
+    // QA mints a perfectly valid JWT-SVID of its own, addressed to the production deployer.
+    qa.ok(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://qa.example/deployer",
+        "--parent-id",
+        "spiffe://qa.example/ferrid/agent/x/y",
+        "--selector",
+        "unix:uid:65534",
+    ]);
+    let qa_jwt =
+        qa.ok(&["jwt", "mint", "--spiffe-id", "spiffe://qa.example/deployer", "--audience", &deployer]);
+    refused(
+        prod.exchange("deployer", qa_jwt.trim(), &["--audience", "deploy-api"]),
+        "invalid_grant",
+        "neither by this trust domain",
+    );
+    // A QA X.509-SVID presented to production: the TLS layer refuses the client certificate.
+    qa.ok(&[
+        "x509",
+        "mint",
+        "--spiffe-id",
+        "spiffe://qa.example/deployer",
+        "--out-dir",
+        tmp.path().join("prod/qa-deployer").to_str().unwrap(),
+    ]);
+    let o = prod.token("qa-deployer", &["task", "--audience", "x", "--task-id", "t"]);
+    assert!(!o.status.success(), "a QA certificate authenticated to production");
+    qa.stop();
+    prod.server.stop();
+}

@@ -41,13 +41,18 @@ impl Server {
 
     /// Starts a server whose configuration ends with `extra` (TOML sections).
     pub fn start_with(dir: &Path, node: String, extra: &str) -> Server {
+        Self::start_in(dir, node, TD, extra)
+    }
+
+    /// Starts a server for trust domain `td`.
+    pub fn start_in(dir: &Path, node: String, td: &str, extra: &str) -> Server {
         std::fs::create_dir_all(dir).unwrap();
         let health = format!("127.0.0.1:{}", free_port());
         let cfg = dir.join("server.toml");
         std::fs::write(
             &cfg,
             format!(
-                "trust_domain = \"{TD}\"\ndata_dir = \"{d}/data\"\nbind_address = \"{node}\"\n\
+                "trust_domain = \"{td}\"\ndata_dir = \"{d}/data\"\nbind_address = \"{node}\"\n\
                  health_address = \"{health}\"\nadmin_socket = \"{d}/admin.sock\"\n[log]\nlevel = \"debug\"\n{extra}",
                 d = dir.display()
             ),
