@@ -545,7 +545,7 @@ impl Authority {
     }
 
     /// Mints a WIT-SVID: header `{alg, kid, typ: wit+jwt}` signed by the active JWT
-    /// key, claims `sub`, `exp`, `iat`, `jti`, `cnf.jwk` (the workload's checked public
+    /// key under its WIT key ID ([`crate::wit_key_id`]), claims `sub`, `exp`, `iat`, `jti`, `cnf.jwk` (the workload's checked public
     /// key, see [`crate::validate_public_jwk`]) and `iss` when configured; never `aud`
     /// (SPIFFE WIT-SVID §3.8). Lifetime as JWT-SVIDs, capped at the key's end.
     pub fn mint_wit_svid(&self, req: &WitSvidRequest<'_>) -> Result<WitSvid, CaError> {
@@ -570,15 +570,9 @@ impl Authority {
         if let Some(iss) = &self.cfg.jwt_issuer {
             claims.insert("iss".into(), iss.clone().into());
         }
-        let token = sign_typed(&slot.signer, &slot.st.kid, "wit+jwt", claims, None)?;
-        Ok(WitSvid {
-            token,
-            spiffe_id: req.spiffe_id.clone(),
-            jti,
-            kid: slot.st.kid.clone(),
-            issued_at: now,
-            expires_at: exp,
-        })
+        let kid = crate::wit_key_id(&slot.st.kid);
+        let token = sign_typed(&slot.signer, &kid, "wit+jwt", claims, None)?;
+        Ok(WitSvid { token, spiffe_id: req.spiffe_id.clone(), jti, kid, issued_at: now, expires_at: exp })
     }
 }
 

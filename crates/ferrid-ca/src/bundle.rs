@@ -160,7 +160,8 @@ impl TrustBundle {
             .map(|a| {
                 let mut m = jwk_of_spki(&a.public_key_spki_der)?;
                 m.insert("use".into(), key_use.into());
-                m.insert("kid".into(), a.key_id.clone().into());
+                let kid = if key_use == "wit-svid" { crate::wit_key_id(&a.key_id) } else { a.key_id.clone() };
+                m.insert("kid".into(), kid.into());
                 Ok(Value::Object(m))
             })
             .collect()
@@ -177,6 +178,7 @@ impl TrustBundle {
             }
         }
         keys.extend(self.jwt_keys().unwrap_or_default());
+        keys.extend(self.jwt_keys_for("wit-svid").unwrap_or_default());
         json!({
             "keys": keys,
             "spiffe_sequence": self.sequence,

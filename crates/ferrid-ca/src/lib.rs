@@ -30,6 +30,13 @@ pub use keys::{DiskKeyStore, KeyStore, MemoryKeyStore, write_atomic};
 pub use wit::{MAX_PUBLIC_JWK_BYTES, WitKeyPair, generate_wit_key, validate_public_jwk};
 pub use x509::generate_key_and_csr;
 
+/// The key ID under which a JWT authority signs WIT-SVIDs and is published for them
+/// (`use: wit-svid`): SPIFFE WIT-SVID §6.1 wants WIT key IDs distinct from JWT-SVID key
+/// IDs, so a JWT-SVID verifier never accepts a WIT and the other way round.
+pub fn wit_key_id(jwt_key_id: &str) -> String {
+    format!("{jwt_key_id}.wit")
+}
+
 /// Largest CSR accepted, in bytes.
 pub const MAX_CSR_BYTES: usize = 16 * 1024;
 

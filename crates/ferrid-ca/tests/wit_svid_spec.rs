@@ -46,6 +46,23 @@ fn header_claims_and_signature() {
     v.validate_aud = false;
     v.required_spec_claims.clear();
     jsonwebtoken::decode::<Value>(&w.token, &dk, &v).unwrap();
+
+    // WIT-SVID §6.1: WIT key IDs are distinct from JWT-SVID key IDs, and the SPIFFE
+    // bundle publishes both, each with its use.
+    let bundle = ca.bundle();
+    let jwt_kids: Vec<&str> = bundle.jwt_authorities.iter().map(|a| a.key_id.as_str()).collect();
+    assert!(!jwt_kids.contains(&w.kid.as_str()), "{} is also a JWT-SVID kid", w.kid);
+    assert!(!bundle.jwt_jwks_json().contains(&w.kid), "the JWT-SVID bundle must not verify WITs");
+    let doc: Value = serde_json::from_str(&bundle.to_spiffe_json()).unwrap();
+    let uses: Vec<(String, String)> = doc["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["use"] != "x509-svid")
+        .map(|k| (k["use"].as_str().unwrap().to_owned(), k["kid"].as_str().unwrap().to_owned()))
+        .collect();
+    assert!(uses.contains(&("wit-svid".to_owned(), w.kid.clone())), "{uses:?}");
+    assert!(uses.contains(&("jwt-svid".to_owned(), jwt_kids[0].to_owned())), "{uses:?}");
 }
 
 #[test]
