@@ -511,11 +511,7 @@ impl Authority {
         let now = self.clock.unix();
         let ttl = effective_ttl(req.ttl, self.cfg.jwt_svid_ttl, self.cfg.max_svid_ttl);
         let i = self.read();
-        let slot = i
-            .jwt
-            .iter()
-            .find(|s| s.st.generation.active && s.st.generation.not_after > now)
-            .ok_or_else(|| CaError::State("no active JWT key (is rotation running?)".into()))?;
+        let slot = active_jwt_slot(&i.jwt, now)?;
         let exp = (now + ttl).min(slot.st.generation.not_after);
         let jti = uuid::Uuid::new_v4().to_string();
         let mut claims = Map::new();
@@ -554,11 +550,7 @@ impl Authority {
         let now = self.clock.unix();
         let ttl = effective_ttl(req.ttl, self.cfg.jwt_svid_ttl, self.cfg.max_svid_ttl);
         let i = self.read();
-        let slot = i
-            .jwt
-            .iter()
-            .find(|s| s.st.generation.active && s.st.generation.not_after > now)
-            .ok_or_else(|| CaError::State("no active JWT key (is rotation running?)".into()))?;
+        let slot = active_jwt_slot(&i.jwt, now)?;
         let exp = (now + ttl).min(slot.st.generation.not_after);
         let jti = uuid::Uuid::new_v4().to_string();
         let mut claims = Map::new();
@@ -574,6 +566,14 @@ impl Authority {
         let token = sign_typed(&slot.signer, &kid, "wit+jwt", claims, None)?;
         Ok(WitSvid { token, spiffe_id: req.spiffe_id.clone(), jti, kid, issued_at: now, expires_at: exp })
     }
+}
+
+/// The JWT key that signs now: active and not yet expired.
+fn active_jwt_slot(slots: &[JwtSlot], now: i64) -> Result<&JwtSlot, CaError> {
+    slots
+        .iter()
+        .find(|s| s.st.generation.active && s.st.generation.not_after > now)
+        .ok_or_else(|| CaError::State("no active JWT key (is rotation running?)".into()))
 }
 
 #[cfg(test)]
