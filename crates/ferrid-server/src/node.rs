@@ -127,6 +127,29 @@ impl NodeService {
         }
     }
 
+    /// The runtime policy's decision on issuing `kind` for `entry` to a workload of
+    /// `agent` (see [`crate::policy::decide`]).
+    fn decide_issue(
+        &self,
+        agent: &AgentRecord,
+        entry: &RegistrationEntry,
+        kind: ferrid_policy::CredentialKind,
+        audience: &[String],
+        ttl: Option<Duration>,
+    ) -> Result<(), Status> {
+        crate::policy::decide(
+            &self.shared,
+            ferrid_policy::Action::Issue,
+            &crate::policy::Who::entry(entry, &agent.attestor),
+            &entry.spiffe_id.to_string(),
+            kind,
+            audience,
+            ttl,
+            crate::policy::Facts::default(),
+        )
+        .map(drop)
+    }
+
     fn mint_x509(
         &self,
         agent: &AgentRecord,
@@ -134,16 +157,7 @@ impl NodeService {
         csr: &[u8],
     ) -> Result<tpb::X509Svid, Status> {
         let ttl = ttl_of(entry.x509_svid_ttl).unwrap_or(self.shared.cfg.raw.svid.x509_ttl);
-        crate::policy::decide(
-            &self.shared,
-            ferrid_policy::Action::Issue,
-            &crate::policy::Who::entry(entry, &agent.attestor),
-            &entry.spiffe_id.to_string(),
-            ferrid_policy::CredentialKind::X509,
-            &[],
-            Some(ttl),
-            crate::policy::Facts::default(),
-        )?;
+        self.decide_issue(agent, entry, ferrid_policy::CredentialKind::X509, &[], Some(ttl))?;
         let started = Instant::now();
         let svid = self
             .shared
@@ -424,15 +438,12 @@ impl Node for NodeService {
             _ => {}
         }
         let ttl = self.jwt_ttl(req.ttl, &entry);
-        crate::policy::decide(
-            &self.shared,
-            ferrid_policy::Action::Issue,
-            &crate::policy::Who::entry(&entry, &agent.attestor),
-            &entry.spiffe_id.to_string(),
+        self.decide_issue(
+            &agent,
+            &entry,
             ferrid_policy::CredentialKind::Jwt,
             &req.audience,
             Some(ttl.unwrap_or(self.shared.cfg.raw.svid.jwt_ttl)),
-            crate::policy::Facts::default(),
         )?;
         let started = Instant::now();
         let svid = self
@@ -475,15 +486,12 @@ impl Node for NodeService {
         let req = request.into_inner();
         let entry = self.authorized_entry(&agent, &req.entry_id)?;
         let ttl = self.jwt_ttl(req.ttl, &entry);
-        crate::policy::decide(
-            &self.shared,
-            ferrid_policy::Action::Issue,
-            &crate::policy::Who::entry(&entry, &agent.attestor),
-            &entry.spiffe_id.to_string(),
+        self.decide_issue(
+            &agent,
+            &entry,
             ferrid_policy::CredentialKind::Wit,
             &[],
             Some(ttl.unwrap_or(self.shared.cfg.raw.svid.jwt_ttl)),
-            crate::policy::Facts::default(),
         )?;
         let started = Instant::now();
         let svid = self
