@@ -57,6 +57,8 @@ pub async fn run_all<S: Store>(store: &S) {
     agents(store).await;
     replay(store).await;
     task_credentials(store).await;
+    revocations(store).await;
+    delegations(store).await;
     ca_state(store).await;
 }
 
@@ -242,6 +244,84 @@ async fn task_credentials<S: Store>(s: &S) {
     let got = s.list_task_credentials("t-1").await.expect("list");
     assert_eq!(got, vec![c("j1", 10), c("j2", 20)]);
     assert!(s.record_task_credential(&c("j1", 10)).await.is_err(), "a jti is recorded once per task");
+}
+
+async fn revocations<S: Store>(s: &S) {
+    use crate::{RevocationKind, RevocationRecord};
+    let r = |id: &str, kind: RevocationKind, expires_at: i64| RevocationRecord {
+        seq: 0,
+        id: id.into(),
+        txn: "txn-1".into(),
+        kind,
+        value: format!("v-{id}"),
+        spiffe_id: "spiffe://td/web".into(),
+        cutoff: if kind == RevocationKind::SpiffeId { 150 } else { 0 },
+        revoked_at: 150,
+        expires_at,
+        reason: "compromised".into(),
+        token: "a.b.c".into(),
+    };
+    assert!(s.list_revocations(0, 0).await.expect("list").is_empty());
+    let mut batch = [
+        r("r1", RevocationKind::X509, 200),
+        r("r2", RevocationKind::Jwt, 400),
+        r("r3", RevocationKind::SpiffeId, 300),
+    ];
+    s.append_revocations(&mut batch).await.expect("append");
+    let seqs: Vec<u64> = batch.iter().map(|b| b.seq).collect();
+    assert!(seqs[0] >= 1 && seqs[1] == seqs[0] + 1 && seqs[2] == seqs[1] + 1, "sequences {seqs:?}");
+    assert_eq!(s.list_revocations(0, 0).await.expect("list"), batch.to_vec());
+    assert_eq!(s.list_revocations(seqs[0], 0).await.expect("list"), batch[1..].to_vec());
+    // Expired revocations are not listed, and pruning removes them.
+    assert_eq!(s.list_revocations(0, 250).await.expect("list"), batch[1..].to_vec());
+    assert_eq!(s.prune_revocations(250).await.expect("prune"), 1);
+    assert_eq!(s.list_revocations(0, 0).await.expect("list"), batch[1..].to_vec());
+    // An ID is used once; a failed batch writes nothing.
+    let mut dup = [r("r4", RevocationKind::Jwt, 500), r("r2", RevocationKind::Jwt, 500)];
+    assert!(matches!(s.append_revocations(&mut dup).await, Err(StoreError::AlreadyExists(_))));
+    assert_eq!(s.list_revocations(0, 0).await.expect("list").len(), 2, "the failed batch left nothing");
+    // Sequences keep rising after pruning.
+    let mut next = [r("r5", RevocationKind::X509, 900)];
+    s.append_revocations(&mut next).await.expect("append");
+    assert!(next[0].seq > seqs[2]);
+}
+
+async fn delegations<S: Store>(s: &S) {
+    use crate::DelegationRecord;
+    let d = |jti: &str, parent: Option<&str>, subject: &str, expires_at: i64| DelegationRecord {
+        jti: jti.into(),
+        parent_jti: parent.map(Into::into),
+        subject: subject.into(),
+        actor: "spiffe://td/agent".into(),
+        task_id: None,
+        issued_at: 100,
+        expires_at,
+    };
+    // alice: root -> a1 -> a2 -> a3, root -> b1 (expired); bob: c1 -> c2.
+    for rec in [
+        d("a1", Some("root"), "alice", 500),
+        d("a2", Some("a1"), "alice", 500),
+        d("a3", Some("a2"), "alice", 500),
+        d("b1", Some("root"), "alice", 120),
+        d("c1", None, "bob", 500),
+        d("c2", Some("c1"), "bob", 500),
+    ] {
+        s.record_delegation(&rec).await.expect("record");
+    }
+    let jtis = |v: Vec<DelegationRecord>| v.into_iter().map(|r| r.jti).collect::<Vec<_>>();
+    let mut got = jtis(s.delegation_descendants(&["root".into()], 200).await.expect("descendants"));
+    got.sort();
+    assert_eq!(got, ["a1", "a2", "a3"], "transitive, expired left out");
+    let mut got =
+        jtis(s.delegation_descendants(&["a2".into(), "c1".into()], 200).await.expect("descendants"));
+    got.sort();
+    assert_eq!(got, ["a3", "c2"]);
+    assert!(s.delegation_descendants(&[], 200).await.expect("none").is_empty());
+    let mut got = jtis(s.delegations_by_subject("alice", 200).await.expect("by subject"));
+    got.sort();
+    assert_eq!(got, ["a1", "a2", "a3"]);
+    assert!(matches!(s.record_delegation(&d("a1", None, "x", 1)).await, Err(StoreError::AlreadyExists(_))));
+    assert_eq!(s.prune_delegations(200).await.expect("prune"), 1);
 }
 
 async fn ca_state<S: Store>(s: &S) {

@@ -88,6 +88,84 @@ pub struct TaskCredential {
     pub expires_at: i64,
 }
 
+/// What a revocation covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationKind {
+    /// One X.509-SVID, by serial (lowercase hex).
+    X509,
+    /// One JWT, by `jti`.
+    Jwt,
+    /// Every credential for a SPIFFE ID issued before the cut-off.
+    SpiffeId,
+}
+
+impl RevocationKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::X509 => "x509",
+            Self::Jwt => "jwt",
+            Self::SpiffeId => "spiffe_id",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "x509" => Ok(Self::X509),
+            "jwt" => Ok(Self::Jwt),
+            "spiffe_id" => Ok(Self::SpiffeId),
+            other => Err(StoreError::Backend(format!("unknown revocation kind {other:?}"))),
+        }
+    }
+}
+
+/// One revocation in the feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationRecord {
+    /// Position in the feed, from 1; assigned by [`Store::append_revocations`].
+    pub seq: u64,
+    /// The SET's `jti`.
+    pub id: String,
+    /// The revoke operation this came from.
+    pub txn: String,
+    /// What is revoked.
+    pub kind: RevocationKind,
+    /// The serial, `jti` or SPIFFE ID.
+    pub value: String,
+    /// The holder's SPIFFE ID when known, else empty.
+    pub spiffe_id: String,
+    /// For [`RevocationKind::SpiffeId`]: credentials issued before this Unix time are
+    /// revoked. 0 otherwise.
+    pub cutoff: i64,
+    /// Unix time of the revocation.
+    pub revoked_at: i64,
+    /// Unix time after which every credential it covers has expired.
+    pub expires_at: i64,
+    /// The operator's reason, possibly empty.
+    pub reason: String,
+    /// The signed Security Event Token.
+    pub token: String,
+}
+
+/// A token minted by token exchange (or a task token), with the token it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DelegationRecord {
+    /// The token's `jti`.
+    pub jti: String,
+    /// The `jti` of the subject token it was exchanged from, when that was ours.
+    pub parent_jti: Option<String>,
+    /// The principal (`sub`).
+    pub subject: String,
+    /// The acting workload's SPIFFE ID.
+    pub actor: String,
+    /// The task, when bound to one.
+    pub task_id: Option<String>,
+    /// Unix time of issue.
+    pub issued_at: i64,
+    /// Unix time of expiry.
+    pub expires_at: i64,
+}
+
 /// What the server keeps. One call is one transaction.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
@@ -130,10 +208,46 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn record_task_credential(&self, c: &TaskCredential) -> Result<(), StoreError>;
     /// Every credential recorded for `task_id`, oldest first.
     async fn list_task_credentials(&self, task_id: &str) -> Result<Vec<TaskCredential>, StoreError>;
+    /// Appends revocations to the feed in one transaction, assigning each its sequence
+    /// (written into the records); `AlreadyExists` when an `id` is taken.
+    async fn append_revocations(&self, revs: &mut [RevocationRecord]) -> Result<(), StoreError>;
+    /// Revocations with a sequence above `after` that expire at or after `now`, in order.
+    async fn list_revocations(&self, after: u64, now: i64) -> Result<Vec<RevocationRecord>, StoreError>;
+    /// Deletes revocations that expired before `now`; returns how many.
+    async fn prune_revocations(&self, now: i64) -> Result<u64, StoreError>;
+    /// Records a delegation token; `AlreadyExists` on a duplicate `jti`.
+    async fn record_delegation(&self, d: &DelegationRecord) -> Result<(), StoreError>;
+    /// Every unexpired token exchanged, directly or through others, from one of `roots`
+    /// (not the roots themselves).
+    async fn delegation_descendants(
+        &self,
+        roots: &[String],
+        now: i64,
+    ) -> Result<Vec<DelegationRecord>, StoreError>;
+    /// Every unexpired delegation token whose principal is `subject`.
+    async fn delegations_by_subject(
+        &self,
+        subject: &str,
+        now: i64,
+    ) -> Result<Vec<DelegationRecord>, StoreError>;
+    /// Deletes delegation records that expired before `now`; returns how many.
+    async fn prune_delegations(&self, now: i64) -> Result<u64, StoreError>;
     /// The CA's persisted state (an opaque JSON document).
     async fn get_ca_state(&self) -> Result<Option<Vec<u8>>, StoreError>;
     /// Replaces the CA's persisted state.
     async fn put_ca_state(&self, state: &[u8]) -> Result<(), StoreError>;
+}
+
+fn delegation_row(r: &SqliteRow) -> Result<DelegationRecord, StoreError> {
+    Ok(DelegationRecord {
+        jti: r.try_get("jti")?,
+        parent_jti: r.try_get("parent_jti")?,
+        subject: r.try_get("subject")?,
+        actor: r.try_get("actor")?,
+        task_id: r.try_get("task_id")?,
+        issued_at: r.try_get("issued_at")?,
+        expires_at: r.try_get("expires_at")?,
+    })
 }
 
 /// The embedded SQLite datastore.
@@ -647,6 +761,154 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn append_revocations(&self, revs: &mut [RevocationRecord]) -> Result<(), StoreError> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        for r in revs.iter_mut() {
+            let row = sqlx::query(
+                "INSERT INTO revocations (id, txn, kind, value, spiffe_id, cutoff, revoked_at, expires_at, reason, token) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+            )
+            .bind(&r.id)
+            .bind(&r.txn)
+            .bind(r.kind.as_str())
+            .bind(&r.value)
+            .bind(&r.spiffe_id)
+            .bind(r.cutoff)
+            .bind(r.revoked_at)
+            .bind(r.expires_at)
+            .bind(&r.reason)
+            .bind(&r.token)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::AlreadyExists(format!("revocation {} already exists", r.id))
+                } else {
+                    e.into()
+                }
+            })?;
+            let seq: i64 = row.try_get("seq")?;
+            r.seq =
+                u64::try_from(seq).map_err(|_| StoreError::Backend(format!("negative sequence {seq}")))?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_revocations(&self, after: u64, now: i64) -> Result<Vec<RevocationRecord>, StoreError> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let rows = sqlx::query("SELECT * FROM revocations WHERE seq > ? AND expires_at >= ? ORDER BY seq")
+            .bind(after)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let seq: i64 = r.try_get("seq")?;
+                Ok(RevocationRecord {
+                    seq: u64::try_from(seq)
+                        .map_err(|_| StoreError::Backend(format!("negative sequence {seq}")))?,
+                    id: r.try_get("id")?,
+                    txn: r.try_get("txn")?,
+                    kind: RevocationKind::parse(r.try_get("kind")?)?,
+                    value: r.try_get("value")?,
+                    spiffe_id: r.try_get("spiffe_id")?,
+                    cutoff: r.try_get("cutoff")?,
+                    revoked_at: r.try_get("revoked_at")?,
+                    expires_at: r.try_get("expires_at")?,
+                    reason: r.try_get("reason")?,
+                    token: r.try_get("token")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn prune_revocations(&self, now: i64) -> Result<u64, StoreError> {
+        let _w = self.write.lock().await;
+        Ok(sqlx::query("DELETE FROM revocations WHERE expires_at < ?")
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    async fn record_delegation(&self, d: &DelegationRecord) -> Result<(), StoreError> {
+        let _w = self.write.lock().await;
+        sqlx::query(
+            "INSERT INTO delegations (jti, parent_jti, subject, actor, task_id, issued_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&d.jti)
+        .bind(&d.parent_jti)
+        .bind(&d.subject)
+        .bind(&d.actor)
+        .bind(&d.task_id)
+        .bind(d.issued_at)
+        .bind(d.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::AlreadyExists(format!("delegation {} already recorded", d.jti))
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(())
+    }
+
+    async fn delegation_descendants(
+        &self,
+        roots: &[String],
+        now: i64,
+    ) -> Result<Vec<DelegationRecord>, StoreError> {
+        if roots.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Breadth-first over parent links, in SQL; UNION (not UNION ALL) ends cycles.
+        let mut q = QueryBuilder::<Sqlite>::new("WITH RECURSIVE roots(jti) AS (");
+        let mut first = true;
+        for r in roots {
+            q.push(if first { "SELECT " } else { " UNION SELECT " });
+            q.push_bind(r);
+            first = false;
+        }
+        q.push(
+            "), tree(jti) AS (SELECT d.jti FROM delegations d JOIN roots r ON d.parent_jti = r.jti \
+             UNION SELECT d.jti FROM delegations d JOIN tree t ON d.parent_jti = t.jti) \
+             SELECT d.* FROM delegations d JOIN tree t ON d.jti = t.jti WHERE d.expires_at >= ",
+        );
+        q.push_bind(now);
+        q.push(" ORDER BY d.issued_at, d.jti");
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(delegation_row).collect()
+    }
+
+    async fn delegations_by_subject(
+        &self,
+        subject: &str,
+        now: i64,
+    ) -> Result<Vec<DelegationRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM delegations WHERE subject = ? AND expires_at >= ? ORDER BY issued_at, jti",
+        )
+        .bind(subject)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(delegation_row).collect()
+    }
+
+    async fn prune_delegations(&self, now: i64) -> Result<u64, StoreError> {
+        let _w = self.write.lock().await;
+        Ok(sqlx::query("DELETE FROM delegations WHERE expires_at < ?")
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     async fn get_ca_state(&self) -> Result<Option<Vec<u8>>, StoreError> {
