@@ -1,5 +1,6 @@
 //! The rotating authority: X.509 CA generations and JWT key generations, each
 //! published before it signs and kept until it expires.
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use base64::Engine;
@@ -122,6 +123,8 @@ pub struct Authority {
     clock: Arc<dyn Clock>,
     upstream: Option<Upstream>,
     inner: RwLock<Inner>,
+    /// Issuance floors by SPIFFE ID: (floor, until). See [`Authority::set_issue_floor`].
+    floors: std::sync::Mutex<HashMap<String, (i64, i64)>>,
 }
 
 impl std::fmt::Debug for Authority {
@@ -214,6 +217,7 @@ impl Authority {
             clock,
             upstream,
             inner: RwLock::new(Inner { sequence: 0, x509: vec![], jwt: vec![] }),
+            floors: std::sync::Mutex::new(HashMap::new()),
         };
         let inner = match state {
             Some(st) => this.restore(st)?,
@@ -448,6 +452,36 @@ impl Authority {
         }
     }
 
+    /// Sets an issuance floor for `id` until `until`: credentials minted for it get
+    /// `notBefore` (X.509) and `iat` (JWT) no earlier than `floor`. A revocation of a
+    /// whole SPIFFE ID covers what was issued before its cut-off; the floor keeps the
+    /// replacements, backdated for clock skew, on the right side of it.
+    pub fn set_issue_floor(&self, id: &SpiffeId, floor: i64, until: i64) {
+        let now = self.clock.unix();
+        let mut f = self.floors.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f.retain(|_, (_, u)| *u > now);
+        let slot = f.entry(id.to_string()).or_insert((floor, until));
+        *slot = (slot.0.max(floor), slot.1.max(until));
+    }
+
+    fn issue_floor(&self, id: &SpiffeId, now: i64) -> i64 {
+        let f = self.floors.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if f.is_empty() {
+            return i64::MIN;
+        }
+        f.get(&id.to_string()).filter(|(_, until)| *until > now).map_or(i64::MIN, |(floor, _)| *floor)
+    }
+
+    /// Signs a Security Event Token (RFC 8417): header `typ: secevent+jwt`, the active
+    /// JWT key, `claims` as given. Returns the token and the key ID.
+    pub fn sign_security_event(&self, claims: Map<String, Value>) -> Result<(String, String), CaError> {
+        let now = self.clock.unix();
+        let i = self.read();
+        let slot = active_jwt_slot(&i.jwt, now)?;
+        let token = sign_typed(&slot.signer, &slot.st.kid, "secevent+jwt", claims, None)?;
+        Ok((token, slot.st.kid.clone()))
+    }
+
     /// Mints an X.509-SVID from a CSR.
     pub fn mint_x509_svid(&self, req: &X509SvidRequest<'_>) -> Result<X509Svid, CaError> {
         self.check_id(req.spiffe_id)?;
@@ -460,7 +494,7 @@ impl Authority {
             .iter()
             .find(|s| s.st.generation.active && s.st.generation.not_after > now)
             .ok_or_else(|| CaError::State("no active X.509 CA (is rotation running?)".into()))?;
-        let nb = now - secs(self.cfg.backdate);
+        let nb = (now - secs(self.cfg.backdate)).max(self.issue_floor(req.spiffe_id, now));
         let na = (now + ttl).min(slot.st.generation.not_after);
         let (leaf, serial_hex) = x509::leaf(req.spiffe_id, req.dns_names, &key, &slot.issuer, nb, na)?;
         let mut chain = vec![leaf];
@@ -524,7 +558,7 @@ impl Authority {
             },
         );
         claims.insert("exp".into(), exp.into());
-        claims.insert("iat".into(), now.into());
+        claims.insert("iat".into(), now.max(self.issue_floor(req.spiffe_id, now)).into());
         claims.insert("jti".into(), jti.clone().into());
         if let Some(iss) = &self.cfg.jwt_issuer {
             claims.insert("iss".into(), iss.clone().into());
@@ -556,7 +590,7 @@ impl Authority {
         let mut claims = Map::new();
         claims.insert("sub".into(), req.spiffe_id.to_string().into());
         claims.insert("exp".into(), exp.into());
-        claims.insert("iat".into(), now.into());
+        claims.insert("iat".into(), now.max(self.issue_floor(req.spiffe_id, now)).into());
         claims.insert("jti".into(), jti.clone().into());
         claims.insert("cnf".into(), serde_json::json!({ "jwk": cnf_jwk }));
         if let Some(iss) = &self.cfg.jwt_issuer {

@@ -217,9 +217,46 @@ impl Admin for AdminService {
     ) -> Result<Response<tpb::Agent>, Status> {
         self.authorize(&request)?;
         let id = parse_id("spiffe_id", &request.into_inner().spiffe_id)?;
-        let a = self.shared.ban_agent(&id).await.map_err(store_status)?;
+        // Eviction is revocation by agent: the ban, its SVID and what it was issued.
+        match crate::revocation::revoke(
+            &self.shared,
+            crate::revocation::Target::Agent(id.clone()),
+            "agent evicted",
+        )
+        .await
+        {
+            Ok(_) => {}
+            Err(s) if s.code() == tonic::Code::AlreadyExists => {}
+            Err(s) => return Err(s),
+        }
+        let a = self.shared.agent(&id).ok_or_else(|| Status::not_found(format!("no agent {id}")))?;
         tracing::warn!(agent = %id, "agent evicted");
         Ok(Response::new(ferrid_proto::agent_to_proto(&a)))
+    }
+
+    async fn revoke(
+        &self,
+        request: Request<pb::RevokeRequest>,
+    ) -> Result<Response<pb::RevokeResponse>, Status> {
+        self.authorize(&request)?;
+        let r = request.into_inner();
+        let target = crate::revocation::Target::from_proto(r.target)?;
+        let (txn, records) = crate::revocation::revoke(&self.shared, target, r.reason.trim()).await?;
+        Ok(Response::new(pb::RevokeResponse {
+            txn,
+            revocations: records.iter().map(crate::revocation::info).collect(),
+        }))
+    }
+
+    async fn list_revocations(
+        &self,
+        request: Request<pb::ListRevocationsRequest>,
+    ) -> Result<Response<pb::ListRevocationsResponse>, Status> {
+        self.authorize(&request)?;
+        let feed = self.shared.revocations.feed();
+        Ok(Response::new(pb::ListRevocationsResponse {
+            revocations: feed.records.iter().map(|r| crate::revocation::info(r)).collect(),
+        }))
     }
 
     async fn get_bundle(

@@ -95,6 +95,9 @@ pub struct ServerConfig {
     /// Request limits.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// Revocation feed listeners and push receivers (`[revocation]`).
+    #[serde(default)]
+    pub revocation: crate::revocation::RevocationSection,
 }
 
 /// Where CA private keys are kept.

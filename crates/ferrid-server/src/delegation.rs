@@ -26,7 +26,7 @@ use std::time::Duration;
 use ferrid_ca::JwtSvidRequest;
 use ferrid_jwt::{Expectations, IssuerKeys, KeySet, Verifier};
 use ferrid_proto::exchange::v1 as pb;
-use ferrid_store::TaskCredential;
+use ferrid_store::{DelegationRecord, TaskCredential};
 use ferrid_types::{AuthorityModel, RegistrationEntry, SpiffeId};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -242,6 +242,8 @@ struct Subject {
     may_act: Option<String>,
     task: Option<(String, String)>,
     exp: i64,
+    /// The token's `jti`, when it is a token of this trust domain.
+    jti: Option<String>,
 }
 
 fn depth(act: Option<&Value>) -> usize {
@@ -295,6 +297,7 @@ async fn verify_subject(
                 .map(str::to_owned),
             task: None,
             exp: v.int("exp").unwrap_or(now),
+            jti: None,
         });
     }
     // Otherwise it must be a token of this trust domain, addressed to the actor.
@@ -318,6 +321,11 @@ async fn verify_subject(
         other => bad(other),
     })?;
     let sub = v.str("sub").unwrap_or_default().to_owned();
+    let jti = v.str("jti").unwrap_or_default().to_owned();
+    let outer_actor = v.claims.get("act").and_then(|a| a.get("sub")).and_then(Value::as_str);
+    if shared.revocations.feed().jwt_revoked(&jti, &sub, outer_actor, v.int("iat").unwrap_or(0)) {
+        return Err(OAuthError::InvalidGrant(format!("subject_token (jti {jti}) has been revoked")));
+    }
     let human = v.str("sub_type") == Some("human");
     Ok(Subject {
         sub,
@@ -338,6 +346,7 @@ async fn verify_subject(
             ))
         }),
         exp: v.int("exp").unwrap_or(now),
+        jti: Some(jti).filter(|j| !j.is_empty()),
     })
 }
 
@@ -387,9 +396,25 @@ async fn mint(
     task: Option<&(String, String)>,
     actors: Vec<String>,
     scope: Option<String>,
+    parent_jti: Option<&str>,
 ) -> Result<Issued, Status> {
     let req = JwtSvidRequest { spiffe_id: &actor.id, audience, ttl: Some(ttl), extra_claims: Some(&claims) };
     let svid = shared.ca.mint_delegation_token(&req, subject).map_err(crate::error::ca_status)?;
+    // The lineage, so that revoking this token or its subject reaches what is exchanged
+    // from it later.
+    shared
+        .store
+        .record_delegation(&DelegationRecord {
+            jti: svid.jti.clone(),
+            parent_jti: parent_jti.map(str::to_owned),
+            subject: subject.to_owned(),
+            actor: actor.id.to_string(),
+            task_id: task.map(|t| t.0.clone()),
+            issued_at: svid.issued_at,
+            expires_at: svid.expires_at,
+        })
+        .await
+        .map_err(crate::error::store_status)?;
     if let Some((id, purpose)) = task {
         shared
             .store
@@ -619,7 +644,20 @@ async fn finish_exchange(
     if !req.may_act.is_empty() {
         claims.insert("may_act".into(), json!({ "sub": req.may_act }));
     }
-    mint(shared, actor, &subject.sub, &req.audience, ttl, claims, task.as_ref(), actors, scope_text).await
+    let parent = subject.jti.clone();
+    mint(
+        shared,
+        actor,
+        &subject.sub,
+        &req.audience,
+        ttl,
+        claims,
+        task.as_ref(),
+        actors,
+        scope_text,
+        parent.as_deref(),
+    )
+    .await
 }
 
 /// A task-scoped token for the actor itself.
@@ -663,5 +701,5 @@ pub(crate) async fn task_token(
         claims.insert("authority_model".into(), m.as_str().into());
     }
     let sub = actor.id.to_string();
-    mint(shared, actor, &sub, &req.audience, ttl, claims, Some(&task), vec![], None).await
+    mint(shared, actor, &sub, &req.audience, ttl, claims, Some(&task), vec![], None, None).await
 }

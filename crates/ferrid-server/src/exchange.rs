@@ -121,6 +121,7 @@ impl ExchangeService {
         let leaf = certs.first().ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
         let id = crate::tls::spiffe_id_of(leaf.as_ref())
             .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
+        crate::revocation::check_peer(&self.shared, leaf.as_ref(), &id)?;
         if entry_id.is_empty() {
             return crate::delegation::actor(&self.shared, id)
                 .map_err(crate::delegation::OAuthError::into_status);

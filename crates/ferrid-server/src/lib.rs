@@ -16,6 +16,8 @@ pub mod k8s_bundle;
 mod metrics;
 mod node;
 pub mod policy;
+pub mod revocation;
+mod ssf;
 mod state;
 
 /// TLS helpers (re-exported from `ferrid-tls`).
@@ -98,6 +100,8 @@ pub struct ServerHandle {
     pub admin_socket: PathBuf,
     /// Where health and metrics are served, if enabled.
     pub health_addr: Option<SocketAddr>,
+    /// Where the SSF poll and bundle endpoints are served (HTTPS), if enabled.
+    pub revocation_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -354,12 +358,17 @@ pub async fn start(cfg: ValidatedConfig, clock: Arc<dyn Clock>) -> Result<Server
             .max_encoding_message_size(usize::MAX);
         let exchange_svc = ExchangeServer::new(exchange::ExchangeService { shared: shared.clone() })
             .max_decoding_message_size(limit);
+        let revocations_svc = ferrid_proto::revocation::v1::revocations_server::RevocationsServer::new(
+            revocation::WatchService { shared: shared.clone(), stop: shutdown_rx.clone() },
+        )
+        .max_decoding_message_size(4096);
         let mut stop = shutdown_rx.clone();
         tasks.spawn(async move {
             let r = tonic::transport::Server::builder()
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .add_service(svc)
                 .add_service(exchange_svc)
+                .add_service(revocations_svc)
                 .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), async move {
                     let _ = stop.changed().await;
                 })
@@ -401,6 +410,29 @@ pub async fn start(cfg: ValidatedConfig, clock: Arc<dyn Clock>) -> Result<Server
         Some(addr) => Some(health::serve(addr, shared.clone(), shutdown_rx.clone(), &mut tasks).await?),
         None => None,
     };
+
+    // The revocation feed for relying parties: SSF poll and bundle endpoints, and push.
+    let revocation_addr = match cfg.raw.revocation.address.trim() {
+        "" => None,
+        a => {
+            let addr: SocketAddr = a.parse().map_err(|e| {
+                ServerError::Other(format!(
+                    "invalid config: `revocation.address`: {a:?} is not host:port: {e}"
+                ))
+            })?;
+            Some(ssf::serve(addr, shared.clone(), shutdown_rx.clone(), &mut tasks).await?)
+        }
+    };
+    for r in &cfg.raw.revocation.push {
+        if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
+            return Err(ServerError::Other(format!(
+                "invalid config: `revocation.push`: url {:?} must be http:// or https://",
+                r.url
+            )));
+        }
+        tracing::info!(url = %r.url, "pushing revocations (RFC 8935)");
+        tasks.spawn(ssf::push(shared.clone(), r.clone(), shutdown_rx.clone()));
+    }
 
     // The trust bundle, published to a Kubernetes ConfigMap for agents and relying services.
     if let Some(kb) = &cfg.raw.k8s_bundle {
@@ -463,6 +495,13 @@ pub async fn start(cfg: ValidatedConfig, clock: Arc<dyn Clock>) -> Result<Server
                 if let Err(e) = shared.store.prune_join_tokens(now).await {
                     tracing::warn!(error = %e, "pruning join tokens failed");
                 }
+                shared.revocations.prune(now);
+                if let Err(e) = shared.store.prune_revocations(now).await {
+                    tracing::warn!(error = %e, "pruning revocations failed");
+                }
+                if let Err(e) = shared.store.prune_delegations(now).await {
+                    tracing::warn!(error = %e, "pruning delegation records failed");
+                }
             }
         });
     }
@@ -473,7 +512,8 @@ pub async fn start(cfg: ValidatedConfig, clock: Arc<dyn Clock>) -> Result<Server
         node_api = %node_addr,
         admin_socket = %admin_socket.display(),
         health = ?health_addr,
+        revocation = ?revocation_addr,
         "ferrid server ready"
     );
-    Ok(ServerHandle { node_addr, admin_socket, health_addr, shutdown, tasks })
+    Ok(ServerHandle { node_addr, admin_socket, health_addr, revocation_addr, shutdown, tasks })
 }

@@ -1,6 +1,6 @@
 //! Prometheus metrics: issuances by type, issuance latency, attestations and their
 //! failures by reason.
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// The server's metric families.
 #[derive(Debug, Clone)]
@@ -20,6 +20,10 @@ pub(crate) struct Metrics {
     pub(crate) entries: IntGauge,
     /// `ferrid_bundle_sequence`.
     pub(crate) bundle_sequence: IntGauge,
+    /// `ferrid_revocations_total`: revocations published (one per credential or ID).
+    pub(crate) revocations: IntCounter,
+    /// `ferrid_revocation_push_failures_total{receiver}`: failed push deliveries.
+    pub(crate) push_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -56,7 +60,16 @@ impl Metrics {
         let entries = IntGauge::new("ferrid_entries", "Registration entries").expect("static metric");
         let bundle_sequence = IntGauge::new("ferrid_bundle_sequence", "Current trust bundle sequence number")
             .expect("static metric");
-        for c in [&issued, &issue_failures, &attestations, &attest_failures] {
+        let revocations =
+            IntCounter::new("ferrid_revocations_total", "Revocations published (one per credential or ID)")
+                .expect("static metric");
+        let push_failures = IntCounterVec::new(
+            Opts::new("ferrid_revocation_push_failures_total", "Failed SET push deliveries, by receiver"),
+            &["receiver"],
+        )
+        .expect("static metric");
+        registry.register(Box::new(revocations.clone())).expect("unique metric");
+        for c in [&issued, &issue_failures, &attestations, &attest_failures, &push_failures] {
             registry.register(Box::new(c.clone())).expect("unique metric");
         }
         registry.register(Box::new(latency.clone())).expect("unique metric");
@@ -71,6 +84,8 @@ impl Metrics {
             attest_failures,
             entries,
             bundle_sequence,
+            revocations,
+            push_failures,
         }
     }
 

@@ -300,17 +300,32 @@ impl NodeService {
         })
     }
 
-    fn watch_state(&self, agent_id: &SpiffeId) -> Result<pb::WatchAuthorizedResponse, Status> {
+    /// The agent's state (entries, bundle) and the revocations after `*sent`; `None`
+    /// when neither changed since `last`.
+    fn watch_state(
+        &self,
+        agent_id: &SpiffeId,
+        sent: &mut u64,
+        last: &mut Option<(Vec<ferrid_proto::types::v1::Entry>, Option<ferrid_proto::types::v1::Bundle>)>,
+    ) -> Result<Option<pb::WatchAuthorizedResponse>, Status> {
         let agent =
             self.shared.agent(agent_id).ok_or_else(|| Status::permission_denied("agent no longer exists"))?;
         if agent.banned {
             return Err(Status::permission_denied(format!("agent {agent_id} has been evicted")));
         }
         let entries = self.shared.entries().authorized(&agent, &self.shared.server_id, self.shared.now());
-        Ok(pb::WatchAuthorizedResponse {
-            entries: entries.iter().map(|e| ferrid_proto::entry_to_proto(e)).collect(),
-            bundle: Some(bundle_to_proto(&self.shared.bundle())),
-        })
+        let state = (
+            entries.iter().map(|e| ferrid_proto::entry_to_proto(e)).collect::<Vec<_>>(),
+            Some(bundle_to_proto(&self.shared.bundle())),
+        );
+        let feed = self.shared.revocations.feed();
+        let revocations: Vec<_> = feed.after(*sent).iter().map(|r| crate::revocation::to_proto(r)).collect();
+        *sent = (*sent).max(feed.last_seq());
+        if revocations.is_empty() && last.as_ref() == Some(&state) {
+            return Ok(None);
+        }
+        *last = Some(state.clone());
+        Ok(Some(pb::WatchAuthorizedResponse { entries: state.0, bundle: state.1, revocations }))
     }
 }
 
@@ -470,11 +485,12 @@ impl Node for NodeService {
     ) -> Result<Response<Self::WatchAuthorizedStream>, Status> {
         let agent = self.authenticate(&request)?;
         let this = self.clone();
+        let (mut sent, mut last) = (0, None);
         Ok(Response::new(Box::pin(ferrid_tls::serving::state_stream(
             self.shared.subscribe(),
             self.stop.clone(),
             "server shutting down",
-            move || this.watch_state(&agent.spiffe_id).map(Some),
+            move || this.watch_state(&agent.spiffe_id, &mut sent, &mut last),
         ))))
     }
 

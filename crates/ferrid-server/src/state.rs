@@ -122,6 +122,10 @@ pub(crate) struct Shared {
     changes: watch::Sender<u64>,
     pub(crate) ready: AtomicBool,
     pub(crate) tls: ArcSwap<rustls::ServerConfig>,
+    /// The revocations in force and the feed that announces them.
+    pub(crate) revocations: crate::revocation::Revocations,
+    /// SSF poll receivers' queues.
+    pub(crate) polls: crate::ssf::PollQueues,
 }
 
 impl Shared {
@@ -140,6 +144,7 @@ impl Shared {
     ) -> Result<Self, StoreError> {
         let entries = store.list_entries(&EntryFilter::default()).await?;
         let agents = store.list_agents().await?;
+        let revocations = store.list_revocations(0, clock.unix()).await?;
         tracing::info!(entries = entries.len(), agents = agents.len(), "loaded datastore");
         let td = cfg.trust_domain.clone();
         Ok(Self {
@@ -161,6 +166,8 @@ impl Shared {
             changes: watch::channel(0).0,
             ready: AtomicBool::new(false),
             tls: ArcSwap::from_pointee(tls),
+            revocations: crate::revocation::Revocations::new(revocations),
+            polls: crate::ssf::PollQueues::default(),
         })
     }
 

@@ -320,6 +320,8 @@ async fn delegations<S: Store>(s: &S) {
     let mut got = jtis(s.delegations_by_subject("alice", 200).await.expect("by subject"));
     got.sort();
     assert_eq!(got, ["a1", "a2", "a3"]);
+    assert_eq!(s.get_delegation("a2").await.expect("get"), Some(d("a2", Some("a1"), "alice", 500)));
+    assert_eq!(s.get_delegation("zz").await.expect("get"), None);
     assert!(matches!(s.record_delegation(&d("a1", None, "x", 1)).await, Err(StoreError::AlreadyExists(_))));
     assert_eq!(s.prune_delegations(200).await.expect("prune"), 1);
 }

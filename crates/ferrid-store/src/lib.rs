@@ -217,6 +217,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn prune_revocations(&self, now: i64) -> Result<u64, StoreError>;
     /// Records a delegation token; `AlreadyExists` on a duplicate `jti`.
     async fn record_delegation(&self, d: &DelegationRecord) -> Result<(), StoreError>;
+    /// One delegation record.
+    async fn get_delegation(&self, jti: &str) -> Result<Option<DelegationRecord>, StoreError>;
     /// Every unexpired token exchanged, directly or through others, from one of `roots`
     /// (not the roots themselves).
     async fn delegation_descendants(
@@ -858,6 +860,14 @@ impl Store for SqliteStore {
             }
         })?;
         Ok(())
+    }
+
+    async fn get_delegation(&self, jti: &str) -> Result<Option<DelegationRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM delegations WHERE jti = ?")
+            .bind(jti)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(delegation_row).transpose()
     }
 
     async fn delegation_descendants(

@@ -407,6 +407,20 @@ impl ServerCertVerifier for SpiffeServerVerifier {
     }
 }
 
+/// The serial (lowercase hex of its bytes, without leading `00` bytes, as Ferrid's CA
+/// writes it) and `notBefore` (Unix seconds) of a DER certificate.
+pub fn serial_and_not_before(cert_der: &[u8]) -> Result<(String, i64), String> {
+    use x509_parser::prelude::*;
+    let (_, cert) =
+        X509Certificate::from_der(cert_der).map_err(|e| format!("unparsable certificate: {e}"))?;
+    let mut raw = cert.raw_serial();
+    while raw.len() > 1 && raw[0] == 0 {
+        raw = &raw[1..];
+    }
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    Ok((hex, cert.validity().not_before.timestamp()))
+}
+
 /// Extracts the SPIFFE ID of an X.509-SVID: the certificate must carry exactly one URI
 /// SAN and it must be a valid SPIFFE ID.
 pub fn spiffe_id_of(cert_der: &[u8]) -> Result<SpiffeId, String> {

@@ -1,0 +1,632 @@
+//! Revocation (docs/revocation.md): what a `ferrid revoke` target resolves to, the
+//! Security Event Tokens that announce it, and the live feed that agents, gRPC
+//! watchers, pollers and push receivers follow.
+//!
+//! A revocation is durable in the datastore before it is published; the in-memory
+//! [`Feed`] is what the issuance path consults (one `ArcSwap` load, hash lookups).
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use ferrid_proto::admin::v1 as apb;
+use ferrid_proto::revocation::v1 as rpb;
+use ferrid_store::{RevocationKind, RevocationRecord};
+use ferrid_types::{EntryId, SpiffeId};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+use crate::state::Shared;
+
+/// CAEP credential change (one X.509-SVID).
+pub const EVENT_CREDENTIAL_CHANGE: &str =
+    "https://schemas.openid.net/secevent/caep/event-type/credential-change";
+/// CAEP session revoked (one JWT, or a whole SPIFFE ID).
+pub const EVENT_SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
+/// SSF verification (the push feed's heartbeat).
+pub const EVENT_VERIFICATION: &str = "https://schemas.openid.net/secevent/ssf/event-type/verification";
+
+/// How long the revoke call waits, at most, for the clock to pass a SPIFFE-ID cut-off.
+const CUTOFF_WAIT: Duration = Duration::from_millis(1500);
+
+/// `[revocation]`: where the feed is served beyond the agents.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationSection {
+    /// HTTPS listener for the SSF poll endpoint (RFC 8936) and the SPIFFE bundle
+    /// endpoint (`GET /bundle`); "" disables it.
+    #[serde(default)]
+    pub address: String,
+    /// The longest a watcher or push receiver goes without a message.
+    #[serde(default = "default_heartbeat", with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// The longest a poll without `returnImmediately` waits for new events.
+    #[serde(default = "default_poll_wait", with = "humantime_serde")]
+    pub poll_wait: Duration,
+    /// Push receivers (RFC 8935), `[[revocation.push]]`.
+    #[serde(default)]
+    pub push: Vec<PushReceiver>,
+}
+
+impl Default for RevocationSection {
+    fn default() -> Self {
+        Self {
+            address: String::new(),
+            heartbeat_interval: default_heartbeat(),
+            poll_wait: default_poll_wait(),
+            push: Vec::new(),
+        }
+    }
+}
+
+/// One `[[revocation.push]]` receiver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushReceiver {
+    /// The receiver's endpoint (`http://` or `https://`).
+    pub url: String,
+    /// A file whose content is sent as the `Authorization` header (e.g. `Bearer …`).
+    #[serde(default)]
+    pub authorization_file: Option<std::path::PathBuf>,
+}
+
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_poll_wait() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// The revocations in force, indexed for the checks on the issuance path.
+#[derive(Debug, Default)]
+pub(crate) struct Feed {
+    /// In sequence order.
+    pub(crate) records: Vec<Arc<RevocationRecord>>,
+    serials: HashSet<String>,
+    jtis: HashSet<String>,
+    cutoffs: HashMap<String, i64>,
+}
+
+impl Feed {
+    fn build(records: Vec<Arc<RevocationRecord>>) -> Self {
+        let mut f = Self { records, ..Self::default() };
+        for r in &f.records {
+            match r.kind {
+                RevocationKind::X509 => {
+                    f.serials.insert(r.value.clone());
+                }
+                RevocationKind::Jwt => {
+                    f.jtis.insert(r.value.clone());
+                }
+                RevocationKind::SpiffeId => {
+                    let c = f.cutoffs.entry(r.value.clone()).or_insert(r.cutoff);
+                    *c = (*c).max(r.cutoff);
+                }
+            }
+        }
+        f
+    }
+
+    /// Whether the X.509-SVID with `serial` (canonical hex) for `id`, valid from
+    /// `not_before`, is revoked.
+    pub(crate) fn x509_revoked(&self, serial: &str, id: &str, not_before: i64) -> bool {
+        self.serials.contains(serial) || self.cutoffs.get(id).is_some_and(|c| not_before < *c)
+    }
+
+    /// Whether the JWT `jti`, issued at `iat` for `sub` by the acting party `actor`, is
+    /// revoked.
+    pub(crate) fn jwt_revoked(&self, jti: &str, sub: &str, actor: Option<&str>, iat: i64) -> bool {
+        self.jtis.contains(jti)
+            || [Some(sub), actor]
+                .into_iter()
+                .flatten()
+                .any(|id| self.cutoffs.get(id).is_some_and(|c| iat < *c))
+    }
+
+    /// The records after sequence `seq`.
+    pub(crate) fn after(&self, seq: u64) -> &[Arc<RevocationRecord>] {
+        let i = self.records.partition_point(|r| r.seq <= seq);
+        &self.records[i..]
+    }
+
+    /// The highest sequence held (0 when empty).
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.records.last().map_or(0, |r| r.seq)
+    }
+
+    /// The lowest sequence held (0 when empty).
+    pub(crate) fn first_seq(&self) -> u64 {
+        self.records.first().map_or(0, |r| r.seq)
+    }
+}
+
+/// The live feed: the indexed revocations and a counter that wakes every follower.
+#[derive(Debug)]
+pub(crate) struct Revocations {
+    feed: ArcSwap<Feed>,
+    write: tokio::sync::Mutex<()>,
+    seq: watch::Sender<u64>,
+}
+
+impl Revocations {
+    pub(crate) fn new(records: Vec<RevocationRecord>) -> Self {
+        let feed = Feed::build(records.into_iter().map(Arc::new).collect());
+        let last = feed.last_seq();
+        Self {
+            feed: ArcSwap::from_pointee(feed),
+            write: tokio::sync::Mutex::new(()),
+            seq: watch::channel(last).0,
+        }
+    }
+
+    /// The current feed.
+    pub(crate) fn feed(&self) -> Arc<Feed> {
+        self.feed.load_full()
+    }
+
+    /// Wakes on every new revocation (the value is the highest sequence).
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.seq.subscribe()
+    }
+
+    fn publish(&self, new: Vec<RevocationRecord>) {
+        let cur = self.feed.load_full();
+        let mut records = cur.records.clone();
+        records.extend(new.into_iter().map(Arc::new));
+        let feed = Feed::build(records);
+        let last = feed.last_seq();
+        self.feed.store(Arc::new(feed));
+        self.seq.send_replace(last);
+    }
+
+    /// Forgets revocations that no longer cover any live credential.
+    pub(crate) fn prune(&self, now: i64) {
+        let cur = self.feed.load_full();
+        if cur.records.iter().any(|r| r.expires_at < now) {
+            let kept = cur.records.iter().filter(|r| r.expires_at >= now).cloned().collect();
+            self.feed.store(Arc::new(Feed::build(kept)));
+        }
+    }
+}
+
+/// Refuses a caller whose X.509-SVID (the TLS leaf) has been revoked.
+pub(crate) fn check_peer(shared: &Shared, leaf_der: &[u8], id: &SpiffeId) -> Result<(), Status> {
+    let feed = shared.revocations.feed();
+    if feed.records.is_empty() {
+        return Ok(());
+    }
+    let (serial, not_before) = ferrid_tls::serial_and_not_before(leaf_der)
+        .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
+    if feed.x509_revoked(&serial, &id.to_string(), not_before) {
+        return Err(Status::permission_denied(format!(
+            "the caller's X.509-SVID for {id} (serial {serial}) has been revoked"
+        )));
+    }
+    Ok(())
+}
+
+/// What `ferrid revoke` names.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    Serial(String),
+    Jti(String),
+    Entry(EntryId),
+    Agent(SpiffeId),
+    Task(String),
+    Subject(String),
+    SpiffeId(SpiffeId),
+}
+
+impl Target {
+    pub(crate) fn from_proto(t: Option<apb::revoke_request::Target>) -> Result<Self, Status> {
+        use apb::revoke_request::Target as T;
+        let nonempty = |what: &str, v: String| {
+            let v = v.trim().to_owned();
+            if v.is_empty() || v.len() > 1024 || v.chars().any(char::is_control) {
+                Err(Status::invalid_argument(format!("{what} must be 1 to 1,024 printable characters")))
+            } else {
+                Ok(v)
+            }
+        };
+        let id = |what: &str, v: String| {
+            SpiffeId::new(v.trim()).map_err(|e| Status::invalid_argument(format!("{what} {v:?}: {e}")))
+        };
+        Ok(match t.ok_or_else(|| Status::invalid_argument("name what to revoke"))? {
+            T::Serial(s) => Self::Serial(canonical_serial(&s)?),
+            T::Jti(j) => Self::Jti(nonempty("jti", j)?),
+            T::EntryId(e) => Self::Entry(EntryId(nonempty("entry_id", e)?)),
+            T::AgentId(a) => Self::Agent(id("agent_id", a)?),
+            T::TaskId(t) => Self::Task(nonempty("task_id", t)?),
+            T::Subject(s) => Self::Subject(nonempty("subject", s)?),
+            T::SpiffeId(s) => Self::SpiffeId(id("spiffe_id", s)?),
+        })
+    }
+}
+
+/// A serial as the CA writes it: lowercase hex of the serial's bytes, two digits per
+/// byte, without leading `00` bytes. Accepts any case, colons and a `0x` prefix.
+pub(crate) fn canonical_serial(s: &str) -> Result<String, Status> {
+    let t = s.trim();
+    let t = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")).unwrap_or(t);
+    let hex: String = t.chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase();
+    if hex.is_empty() || hex.len() > 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(Status::invalid_argument(format!("serial {s:?} is not a hexadecimal serial number")));
+    }
+    let mut hex = if hex.len() % 2 == 1 { format!("0{hex}") } else { hex };
+    while hex.len() > 2 && hex.starts_with("00") {
+        hex.drain(..2);
+    }
+    Ok(hex)
+}
+
+/// One credential (or SPIFFE ID) to revoke, before it is signed.
+#[derive(Debug)]
+struct Item {
+    kind: RevocationKind,
+    value: String,
+    spiffe_id: String,
+    expires_at: i64,
+}
+
+/// Revokes `target`: resolves it, signs one SET per item, stores them all in one
+/// transaction, then publishes them. Returns the operation ID and the records.
+pub(crate) async fn revoke(
+    shared: &Shared,
+    target: Target,
+    reason: &str,
+) -> Result<(String, Vec<RevocationRecord>), Status> {
+    if reason.len() > 1024 || reason.chars().any(char::is_control) {
+        return Err(Status::invalid_argument("reason must be at most 1,024 printable characters"));
+    }
+    let now = shared.now();
+    // Nothing issued now outlives this.
+    let horizon = now + i64::try_from(shared.cfg.raw.svid.max_ttl.as_secs()).unwrap_or(i64::MAX / 4) + 60;
+    let store = &shared.store;
+    let st = crate::error::store_status;
+    let mut items = Vec::new();
+    let mut jwt_roots: Vec<String> = Vec::new();
+    let cutoff_of = |id: &SpiffeId| Item {
+        kind: RevocationKind::SpiffeId,
+        value: id.to_string(),
+        spiffe_id: id.to_string(),
+        expires_at: horizon,
+    };
+    match &target {
+        Target::Serial(s) => {
+            let holder = shared.list_agents().into_iter().find(|a| a.svid_serial == *s);
+            items.push(Item {
+                kind: RevocationKind::X509,
+                value: s.clone(),
+                spiffe_id: holder.as_ref().map(|a| a.spiffe_id.to_string()).unwrap_or_default(),
+                expires_at: holder.map_or(horizon, |a| a.svid_expires_at),
+            });
+        }
+        Target::Jti(j) => jwt_roots.push(j.clone()),
+        Target::Entry(e) => {
+            let entry = shared
+                .entries()
+                .by_id
+                .get(e)
+                .cloned()
+                .ok_or_else(|| Status::not_found(format!("no registration entry {:?}", e.0)))?;
+            items.push(cutoff_of(&entry.spiffe_id));
+        }
+        Target::SpiffeId(id) => {
+            if !id.is_member_of(&shared.td) {
+                return Err(Status::invalid_argument(format!(
+                    "{id} is not in this server's trust domain {}",
+                    shared.td
+                )));
+            }
+            items.push(cutoff_of(id));
+        }
+        Target::Agent(id) => {
+            let agent = shared.agent(id).ok_or_else(|| Status::not_found(format!("no agent {id}")))?;
+            if !agent.banned {
+                shared.ban_agent(id).await.map_err(st)?;
+            }
+            if !agent.svid_serial.is_empty() && agent.svid_expires_at >= now {
+                items.push(Item {
+                    kind: RevocationKind::X509,
+                    value: agent.svid_serial.clone(),
+                    spiffe_id: id.to_string(),
+                    expires_at: agent.svid_expires_at,
+                });
+            }
+        }
+        Target::Task(t) => {
+            let creds = store.list_task_credentials(t).await.map_err(st)?;
+            let live: Vec<_> = creds.into_iter().filter(|c| c.expires_at >= now).collect();
+            if live.is_empty() {
+                return Err(Status::not_found(format!("no unexpired credential is recorded for task {t:?}")));
+            }
+            jwt_roots.extend(live.into_iter().map(|c| c.jti));
+        }
+        Target::Subject(s) => {
+            let live = store.delegations_by_subject(s, now).await.map_err(st)?;
+            if live.is_empty() {
+                return Err(Status::not_found(format!(
+                    "no unexpired delegation token has the subject {s:?}"
+                )));
+            }
+            jwt_roots.extend(live.into_iter().map(|d| d.jti));
+        }
+    }
+    // JWTs: the roots and everything exchanged from them.
+    if !jwt_roots.is_empty() {
+        let descendants = store.delegation_descendants(&jwt_roots, now).await.map_err(st)?;
+        let mut seen = HashSet::new();
+        let mut known: HashMap<String, (String, i64)> =
+            descendants.iter().map(|d| (d.jti.clone(), (d.actor.clone(), d.expires_at))).collect();
+        for root in &jwt_roots {
+            if !known.contains_key(root) {
+                // A root we recorded (a delegation or task token) carries its actor and
+                // expiry; any other jti is revoked for as long as anything could live.
+                let found = store.get_delegation(root).await.map_err(st)?.filter(|d| d.expires_at >= now);
+                known.insert(
+                    root.clone(),
+                    found.map_or((String::new(), horizon), |d| (d.actor, d.expires_at)),
+                );
+            }
+        }
+        for jti in jwt_roots.iter().chain(descendants.iter().map(|d| &d.jti)) {
+            if seen.insert(jti.clone()) {
+                let (actor, expires_at) = known.get(jti).cloned().unwrap_or((String::new(), horizon));
+                items.push(Item {
+                    kind: RevocationKind::Jwt,
+                    value: jti.clone(),
+                    spiffe_id: actor,
+                    expires_at,
+                });
+            }
+        }
+    }
+    // Already revoked items are not sent again.
+    let feed = shared.revocations.feed();
+    items.retain(|i| {
+        !feed
+            .records
+            .iter()
+            .any(|r| r.kind == i.kind && r.value == i.value && (i.kind != RevocationKind::SpiffeId))
+    });
+    if items.is_empty() {
+        return Err(Status::already_exists("everything named is already revoked"));
+    }
+    // A SPIFFE-ID cut-off is a whole second after now: everything issued until the
+    // revocation is published is covered, and replacements (floored by the CA) are not.
+    let cutoff = now + 1;
+    if items.iter().any(|i| i.kind == RevocationKind::SpiffeId) {
+        for i in items.iter().filter(|i| i.kind == RevocationKind::SpiffeId) {
+            if let Ok(id) = SpiffeId::new(&i.value) {
+                shared.ca.set_issue_floor(&id, cutoff, horizon);
+            }
+        }
+        let started = std::time::Instant::now();
+        while shared.now() < cutoff && started.elapsed() < CUTOFF_WAIT {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let txn = uuid::Uuid::new_v4().to_string();
+    let revoked_at = shared.now();
+    let mut records = Vec::with_capacity(items.len());
+    for i in items {
+        let mut rec = RevocationRecord {
+            seq: 0,
+            id: uuid::Uuid::new_v4().to_string(),
+            txn: txn.clone(),
+            kind: i.kind,
+            value: i.value,
+            spiffe_id: i.spiffe_id,
+            cutoff: if i.kind == RevocationKind::SpiffeId { cutoff } else { 0 },
+            revoked_at,
+            expires_at: i.expires_at.max(revoked_at),
+            reason: reason.to_owned(),
+            token: String::new(),
+        };
+        let claims = set_claims(shared, &rec);
+        rec.token = shared.ca.sign_security_event(claims).map_err(crate::error::ca_status)?.0;
+        records.push(rec);
+    }
+    let _w = shared.revocations.write.lock().await;
+    store.append_revocations(&mut records).await.map_err(st)?;
+    shared.revocations.publish(records.clone());
+    drop(_w);
+    shared.notify();
+    shared.metrics.revocations.inc_by(records.len() as u64);
+    tracing::warn!(txn = %txn, target = ?target, revoked = records.len(), reason, "revoked");
+    Ok((txn, records))
+}
+
+/// The SET claims for a record (docs/revocation.md).
+fn set_claims(shared: &Shared, r: &RevocationRecord) -> Map<String, Value> {
+    let iss = shared.server_id.to_string();
+    let mut event = Map::new();
+    event.insert("event_timestamp".into(), r.revoked_at.into());
+    if !r.reason.is_empty() {
+        event.insert("reason_admin".into(), json!({ "en": r.reason }));
+    }
+    event.insert("initiating_entity".into(), "admin".into());
+    let (event_type, sub_id) = match r.kind {
+        RevocationKind::X509 => {
+            event.insert("credential_type".into(), "x509".into());
+            event.insert("change_type".into(), "revoke".into());
+            event.insert("x509_serial".into(), r.value.clone().into());
+            let sub = if r.spiffe_id.is_empty() {
+                json!({ "format": "opaque", "id": r.value })
+            } else {
+                json!({ "format": "uri", "uri": r.spiffe_id })
+            };
+            (EVENT_CREDENTIAL_CHANGE, sub)
+        }
+        RevocationKind::Jwt => {
+            let token_iss = shared.cfg.raw.ca.jwt_issuer.clone().unwrap_or_else(|| iss.clone());
+            (EVENT_SESSION_REVOKED, json!({ "format": "jwt_id", "iss": token_iss, "jti": r.value }))
+        }
+        RevocationKind::SpiffeId => {
+            event.insert("event_timestamp".into(), r.cutoff.into());
+            (EVENT_SESSION_REVOKED, json!({ "format": "uri", "uri": r.value }))
+        }
+    };
+    let mut c = Map::new();
+    c.insert("iss".into(), iss.into());
+    c.insert("aud".into(), shared.td.id_string().into());
+    c.insert("iat".into(), r.revoked_at.into());
+    c.insert("jti".into(), r.id.clone().into());
+    c.insert("txn".into(), r.txn.clone().into());
+    c.insert("sub_id".into(), sub_id);
+    c.insert("events".into(), json!({ event_type: Value::Object(event) }));
+    c
+}
+
+/// A heartbeat SET (SSF verification event) carrying the feed's sequence.
+pub(crate) fn heartbeat_set(shared: &Shared, sequence: u64) -> Result<String, Status> {
+    let mut c = Map::new();
+    c.insert("iss".into(), shared.server_id.to_string().into());
+    c.insert("aud".into(), shared.td.id_string().into());
+    c.insert("iat".into(), shared.now().into());
+    c.insert("jti".into(), uuid::Uuid::new_v4().to_string().into());
+    c.insert("sub_id".into(), json!({ "format": "opaque", "id": "ferrid-feed" }));
+    c.insert("events".into(), json!({ EVENT_VERIFICATION: { "state": sequence.to_string() } }));
+    Ok(shared.ca.sign_security_event(c).map_err(crate::error::ca_status)?.0)
+}
+
+pub(crate) fn info(r: &RevocationRecord) -> apb::RevocationInfo {
+    apb::RevocationInfo {
+        sequence: r.seq,
+        id: r.id.clone(),
+        kind: r.kind.as_str().into(),
+        value: r.value.clone(),
+        spiffe_id: r.spiffe_id.clone(),
+        revoked_at: r.revoked_at,
+        expires_at: r.expires_at,
+        reason: r.reason.clone(),
+        txn: r.txn.clone(),
+        cutoff: r.cutoff,
+    }
+}
+
+pub(crate) fn to_proto(r: &RevocationRecord) -> rpb::Revocation {
+    rpb::Revocation { sequence: r.seq, set: r.token.clone(), expires_at: r.expires_at }
+}
+
+/// `ferrid.revocation.v1.Revocations` on the node API port.
+#[derive(Clone)]
+pub(crate) struct WatchService {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) stop: watch::Receiver<bool>,
+}
+
+type BoxStream<T> = std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl rpb::revocations_server::Revocations for WatchService {
+    type WatchStream = BoxStream<rpb::WatchResponse>;
+
+    async fn watch(
+        &self,
+        request: Request<rpb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let after = request.into_inner().after_sequence;
+        let shared = self.shared.clone();
+        let mut stop = self.stop.clone();
+        let mut changes = shared.revocations.subscribe();
+        let heartbeat = shared.cfg.raw.revocation.heartbeat_interval;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut sent = after;
+            let mut first = true;
+            loop {
+                changes.borrow_and_update();
+                let feed = shared.revocations.feed();
+                // A client ahead of us (we restarted and lost nothing: the feed is
+                // durable, so this means another server's feed) or behind what we keep
+                // gets the whole retained set.
+                let reset = first && (sent > feed.last_seq() || (sent > 0 && sent + 1 < feed.first_seq()));
+                let batch: Vec<rpb::Revocation> = if reset {
+                    feed.records.iter().map(|r| to_proto(r)).collect()
+                } else {
+                    feed.after(sent).iter().map(|r| to_proto(r)).collect()
+                };
+                sent = feed.last_seq().max(if reset { 0 } else { sent });
+                let msg = rpb::WatchResponse {
+                    revocations: batch,
+                    sequence: feed.last_seq(),
+                    server_time: shared.now(),
+                    reset,
+                };
+                first = false;
+                if tx.send(Ok(msg)).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    r = changes.changed() => if r.is_err() { return },
+                    () = tokio::time::sleep(heartbeat) => {}
+                    () = tx.closed() => return,
+                    () = async { let _ = stop.wait_for(|s| *s).await; } => {
+                        let _ = tx.send(Err(Status::unavailable("server shutting down"))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(seq: u64, kind: RevocationKind, value: &str, cutoff: i64) -> Arc<RevocationRecord> {
+        Arc::new(RevocationRecord {
+            seq,
+            id: format!("id-{seq}"),
+            txn: "t".into(),
+            kind,
+            value: value.into(),
+            spiffe_id: String::new(),
+            cutoff,
+            revoked_at: 100,
+            expires_at: 1000,
+            reason: String::new(),
+            token: String::new(),
+        })
+    }
+
+    #[test]
+    fn feed_checks_serials_jtis_and_cutoffs() {
+        let f = Feed::build(vec![
+            rec(1, RevocationKind::X509, "0abc", 0),
+            rec(2, RevocationKind::Jwt, "j-1", 0),
+            rec(3, RevocationKind::SpiffeId, "spiffe://td/web", 200),
+            rec(4, RevocationKind::SpiffeId, "spiffe://td/web", 150),
+        ]);
+        assert!(f.x509_revoked("0abc", "spiffe://td/x", 500));
+        assert!(!f.x509_revoked("0abd", "spiffe://td/x", 10));
+        assert!(f.x509_revoked("ffff", "spiffe://td/web", 199), "issued before the later cut-off");
+        assert!(!f.x509_revoked("ffff", "spiffe://td/web", 200), "issued at the cut-off");
+        assert!(f.jwt_revoked("j-1", "alice", None, 999));
+        assert!(!f.jwt_revoked("j-2", "alice", Some("spiffe://td/api"), 10));
+        assert!(f.jwt_revoked("j-2", "alice", Some("spiffe://td/web"), 199), "the actor's ID was cut off");
+        assert!(f.jwt_revoked("j-2", "spiffe://td/web", None, 10));
+        assert!(!f.jwt_revoked("j-2", "spiffe://td/web", None, 200));
+        assert_eq!(f.after(0).len(), 4);
+        assert_eq!(f.after(2).iter().map(|r| r.seq).collect::<Vec<_>>(), [3, 4]);
+        assert!(f.after(4).is_empty());
+        assert_eq!((f.first_seq(), f.last_seq()), (1, 4));
+    }
+
+    #[test]
+    fn serials_are_canonical() {
+        assert_eq!(canonical_serial("0A:bC:01").unwrap(), "0abc01");
+        assert_eq!(canonical_serial("0x00ff").unwrap(), "ff");
+        assert_eq!(canonical_serial("abc").unwrap(), "0abc");
+        assert_eq!(canonical_serial("00").unwrap(), "00");
+        for bad in ["", "xyz", "12 34", &"a".repeat(65)] {
+            assert_eq!(canonical_serial(bad).unwrap_err().code(), tonic::Code::InvalidArgument, "{bad:?}");
+        }
+    }
+}
