@@ -13,6 +13,7 @@
 
 pub mod config;
 mod node_attest;
+mod revoke;
 mod workload;
 
 use std::collections::HashMap;
@@ -72,6 +73,11 @@ pub(crate) struct CachedSvid {
     pub(crate) key: Arc<Zeroizing<Vec<u8>>>,
     pub(crate) not_after: i64,
     pub(crate) rotate_at: i64,
+    /// The leaf's serial (hex) and notBefore, matched against revocations.
+    pub(crate) serial: String,
+    pub(crate) not_before: i64,
+    /// Covered by a revocation: replaced at the next sync, or dropped if it cannot be.
+    pub(crate) revoked: bool,
 }
 
 /// The agent's own identity toward the server.
@@ -467,6 +473,12 @@ async fn session(shared: &Shared) -> Result<(), String> {
 }
 
 fn apply_watch(shared: &Shared, m: npb::WatchAuthorizedResponse) {
+    let revoked = revoke::apply(shared, &revoke::events(&m.revocations));
+    if revoked > 0 {
+        tracing::info!(credentials = revoked, "revocations applied");
+        shared.sync_now.notify_one();
+        shared.notify();
+    }
     if let Some(b) = m.bundle.as_ref().and_then(|b| bundle_from_proto(&shared.td, b)) {
         store_bundle(shared, b);
     }
@@ -547,6 +559,9 @@ async fn sync_once(shared: &Shared) {
                 match r.svid {
                     Some(svid) if !svid.cert_chain.is_empty() => {
                         let (nb, na) = validity(&svid.cert_chain[0]).unwrap_or((now, now));
+                        let serial = ferrid_tls::serial_and_not_before(&svid.cert_chain[0])
+                            .map(|(s, _)| s)
+                            .unwrap_or_default();
                         svids.insert(
                             e.id.clone(),
                             CachedSvid {
@@ -557,6 +572,9 @@ async fn sync_once(shared: &Shared) {
                                 key,
                                 not_after: na,
                                 rotate_at: rotation_time(nb, na, now),
+                                serial,
+                                not_before: nb,
+                                revoked: false,
                             },
                         );
                         changed = true;
@@ -568,6 +586,15 @@ async fn sync_once(shared: &Shared) {
             }
         }
     }
+    // Revoked SVIDs that could not be replaced are not served any longer.
+    let before_drop = svids.len();
+    svids.retain(|id, s| {
+        if s.revoked {
+            tracing::warn!(entry = %id, spiffe_id = %s.spiffe_id, "dropping a revoked X.509-SVID that could not be replaced");
+        }
+        !s.revoked
+    });
+    changed |= svids.len() != before_drop;
     if changed {
         tracing::debug!(svids = svids.len(), "SVID cache updated");
         shared.svids.store(Arc::new(svids));

@@ -46,9 +46,24 @@ pub(crate) struct JwtKey {
 #[derive(Debug, Clone)]
 struct CachedJwt {
     token: String,
+    /// `jti`, `sub` and `iat`, read from the token, matched against revocations.
+    jti: String,
+    sub: String,
+    iat: i64,
     /// Served until then: half-way through its life, like X.509-SVID rotation.
     refresh_at: i64,
     expires_at: i64,
+}
+
+/// A JWT's claims, read without verification (the token came from our server).
+fn token_claims(token: &str) -> serde_json::Map<String, serde_json::Value> {
+    use base64::Engine;
+    token
+        .split('.')
+        .nth(1)
+        .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
 }
 
 /// Most JWT-SVIDs kept; beyond it expired ones are dropped first, then everything.
@@ -76,10 +91,29 @@ impl JwtCache {
             }
         }
         let issued_at = if issued_at > 0 { issued_at } else { now };
+        let claims = token_claims(&token);
+        let field = |n: &str| claims.get(n).and_then(serde_json::Value::as_str).unwrap_or("").to_owned();
+        let (jti, sub) = (field("jti"), field("sub"));
+        let iat = claims.get("iat").and_then(serde_json::Value::as_i64).unwrap_or(issued_at);
         map.insert(
             key,
-            CachedJwt { token, refresh_at: issued_at + (expires_at - issued_at) / 2, expires_at },
+            CachedJwt {
+                token,
+                jti,
+                sub,
+                iat,
+                refresh_at: issued_at + (expires_at - issued_at) / 2,
+                expires_at,
+            },
         );
+    }
+
+    /// Forgets every token `covered(jti, sub, iat)` selects; returns how many.
+    pub(crate) fn forget(&self, covered: impl Fn(&str, &str, i64) -> bool) -> usize {
+        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = map.len();
+        map.retain(|_, c| !covered(&c.jti, &c.sub, c.iat));
+        before - map.len()
     }
 }
 

@@ -13,20 +13,13 @@ use ferrid_proto::admin::v1 as apb;
 use ferrid_proto::revocation::v1 as rpb;
 use ferrid_store::{RevocationKind, RevocationRecord};
 use ferrid_types::{EntryId, SpiffeId};
+use ferrid_validate::set::{Revocation, SetEvent, normalize_serial};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::state::Shared;
-
-/// CAEP credential change (one X.509-SVID).
-pub const EVENT_CREDENTIAL_CHANGE: &str =
-    "https://schemas.openid.net/secevent/caep/event-type/credential-change";
-/// CAEP session revoked (one JWT, or a whole SPIFFE ID).
-pub const EVENT_SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
-/// SSF verification (the push feed's heartbeat).
-pub const EVENT_VERIFICATION: &str = "https://schemas.openid.net/secevent/ssf/event-type/verification";
 
 /// How long the revoke call waits, at most, for the clock to pass a SPIFFE-ID cut-off.
 const CUTOFF_WAIT: Duration = Duration::from_millis(1500);
@@ -200,6 +193,7 @@ pub(crate) fn check_peer(shared: &Shared, leaf_der: &[u8], id: &SpiffeId) -> Res
     }
     let (serial, not_before) = ferrid_tls::serial_and_not_before(leaf_der)
         .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
+    let serial = normalize_serial(&serial);
     if feed.x509_revoked(&serial, &id.to_string(), not_before) {
         return Err(Status::permission_denied(format!(
             "the caller's X.509-SVID for {id} (serial {serial}) has been revoked"
@@ -246,20 +240,16 @@ impl Target {
     }
 }
 
-/// A serial as the CA writes it: lowercase hex of the serial's bytes, two digits per
-/// byte, without leading `00` bytes. Accepts any case, colons and a `0x` prefix.
+/// A serial in the feed's form ([`normalize_serial`]: lowercase hex, no separators,
+/// no leading zeros). Accepts any case, colons and a `0x` prefix.
 pub(crate) fn canonical_serial(s: &str) -> Result<String, Status> {
     let t = s.trim();
     let t = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")).unwrap_or(t);
-    let hex: String = t.chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase();
+    let hex: String = t.chars().filter(|c| *c != ':').collect();
     if hex.is_empty() || hex.len() > 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(Status::invalid_argument(format!("serial {s:?} is not a hexadecimal serial number")));
     }
-    let mut hex = if hex.len() % 2 == 1 { format!("0{hex}") } else { hex };
-    while hex.len() > 2 && hex.starts_with("00") {
-        hex.drain(..2);
-    }
-    Ok(hex)
+    Ok(normalize_serial(&hex))
 }
 
 /// One credential (or SPIFFE ID) to revoke, before it is signed.
@@ -296,7 +286,7 @@ pub(crate) async fn revoke(
     };
     match &target {
         Target::Serial(s) => {
-            let holder = shared.list_agents().into_iter().find(|a| a.svid_serial == *s);
+            let holder = shared.list_agents().into_iter().find(|a| normalize_serial(&a.svid_serial) == *s);
             items.push(Item {
                 kind: RevocationKind::X509,
                 value: s.clone(),
@@ -331,7 +321,7 @@ pub(crate) async fn revoke(
             if !agent.svid_serial.is_empty() && agent.svid_expires_at >= now {
                 items.push(Item {
                     kind: RevocationKind::X509,
-                    value: agent.svid_serial.clone(),
+                    value: normalize_serial(&agent.svid_serial),
                     spiffe_id: id.to_string(),
                     expires_at: agent.svid_expires_at,
                 });
@@ -443,54 +433,39 @@ pub(crate) async fn revoke(
 /// The SET claims for a record (docs/revocation.md).
 fn set_claims(shared: &Shared, r: &RevocationRecord) -> Map<String, Value> {
     let iss = shared.server_id.to_string();
-    let mut event = Map::new();
-    event.insert("event_timestamp".into(), r.revoked_at.into());
-    if !r.reason.is_empty() {
-        event.insert("reason_admin".into(), json!({ "en": r.reason }));
-    }
-    event.insert("initiating_entity".into(), "admin".into());
-    let (event_type, sub_id) = match r.kind {
+    let holder = Some(r.spiffe_id.clone()).filter(|s| !s.is_empty());
+    let revocation = match r.kind {
         RevocationKind::X509 => {
-            event.insert("credential_type".into(), "x509".into());
-            event.insert("change_type".into(), "revoke".into());
-            event.insert("x509_serial".into(), r.value.clone().into());
-            let sub = if r.spiffe_id.is_empty() {
-                json!({ "format": "opaque", "id": r.value })
-            } else {
-                json!({ "format": "uri", "uri": r.spiffe_id })
-            };
-            (EVENT_CREDENTIAL_CHANGE, sub)
+            Revocation::X509 { serial_hex: r.value.clone(), issuer: None, spiffe_id: holder }
         }
-        RevocationKind::Jwt => {
-            let token_iss = shared.cfg.raw.ca.jwt_issuer.clone().unwrap_or_else(|| iss.clone());
-            (EVENT_SESSION_REVOKED, json!({ "format": "jwt_id", "iss": token_iss, "jti": r.value }))
-        }
-        RevocationKind::SpiffeId => {
-            event.insert("event_timestamp".into(), r.cutoff.into());
-            (EVENT_SESSION_REVOKED, json!({ "format": "uri", "uri": r.value }))
-        }
+        RevocationKind::Jwt => Revocation::Jwt {
+            jti: r.value.clone(),
+            iss: shared.cfg.raw.ca.jwt_issuer.clone().unwrap_or_else(|| iss.clone()),
+        },
+        RevocationKind::SpiffeId => Revocation::SpiffeId { id: r.value.clone(), cutoff: r.cutoff },
     };
-    let mut c = Map::new();
-    c.insert("iss".into(), iss.into());
-    c.insert("aud".into(), shared.td.id_string().into());
-    c.insert("iat".into(), r.revoked_at.into());
-    c.insert("jti".into(), r.id.clone().into());
-    c.insert("txn".into(), r.txn.clone().into());
-    c.insert("sub_id".into(), sub_id);
-    c.insert("events".into(), json!({ event_type: Value::Object(event) }));
-    c
+    let mut event = SetEvent::new(revocation, Some(r.revoked_at));
+    event.reason = Some(r.reason.clone()).filter(|s| !s.is_empty());
+    event.txn = Some(r.txn.clone());
+    into_map(event.claims(&iss, &shared.td.id_string(), &r.id, r.revoked_at))
+}
+
+fn into_map(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
 }
 
 /// A heartbeat SET (SSF verification event) carrying the feed's sequence.
 pub(crate) fn heartbeat_set(shared: &Shared, sequence: u64) -> Result<String, Status> {
-    let mut c = Map::new();
-    c.insert("iss".into(), shared.server_id.to_string().into());
-    c.insert("aud".into(), shared.td.id_string().into());
-    c.insert("iat".into(), shared.now().into());
-    c.insert("jti".into(), uuid::Uuid::new_v4().to_string().into());
-    c.insert("sub_id".into(), json!({ "format": "opaque", "id": "ferrid-feed" }));
-    c.insert("events".into(), json!({ EVENT_VERIFICATION: { "state": sequence.to_string() } }));
-    Ok(shared.ca.sign_security_event(c).map_err(crate::error::ca_status)?.0)
+    let claims = SetEvent::heartbeat(sequence.to_string()).claims(
+        &shared.server_id.to_string(),
+        &shared.td.id_string(),
+        &uuid::Uuid::new_v4().to_string(),
+        shared.now(),
+    );
+    Ok(shared.ca.sign_security_event(into_map(claims)).map_err(crate::error::ca_status)?.0)
 }
 
 pub(crate) fn info(r: &RevocationRecord) -> apb::RevocationInfo {
@@ -621,10 +596,10 @@ mod tests {
 
     #[test]
     fn serials_are_canonical() {
-        assert_eq!(canonical_serial("0A:bC:01").unwrap(), "0abc01");
+        assert_eq!(canonical_serial("0A:bC:01").unwrap(), "abc01");
         assert_eq!(canonical_serial("0x00ff").unwrap(), "ff");
-        assert_eq!(canonical_serial("abc").unwrap(), "0abc");
-        assert_eq!(canonical_serial("00").unwrap(), "00");
+        assert_eq!(canonical_serial("ABC").unwrap(), "abc");
+        assert_eq!(canonical_serial("00").unwrap(), "0");
         for bad in ["", "xyz", "12 34", &"a".repeat(65)] {
             assert_eq!(canonical_serial(bad).unwrap_err().code(), tonic::Code::InvalidArgument, "{bad:?}");
         }

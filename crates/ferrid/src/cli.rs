@@ -49,6 +49,9 @@ enum Command {
     /// Validate Cedar policies and run their golden cases, offline.
     #[command(subcommand)]
     Policy(crate::policy_cmd::PolicyCmd),
+    /// Revoke credentials, a task, an agent, an entry, a SPIFFE ID or a delegation;
+    /// `revoke list` shows what is in force.
+    Revoke(crate::revoke_cmd::RevokeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -356,6 +359,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<()> {
         Command::Server(args) => crate::server_cmd::run(args).await,
         Command::Dev(args) => crate::dev::run(args).await,
         Command::Policy(cmd) => crate::policy_cmd::run(cmd),
+        Command::Revoke(a) => crate::revoke_cmd::run(a).await,
         Command::Entry(cmd) => entry(cmd).await,
         Command::Token(TokenCmd::Exchange(a)) => crate::exchange_cmd::token_exchange(a).await,
         Command::Token(TokenCmd::Task(a)) => crate::exchange_cmd::task_token(a).await,

@@ -8,6 +8,7 @@ mod dev;
 mod exchange_cmd;
 mod output;
 mod policy_cmd;
+mod revoke_cmd;
 mod server_cmd;
 
 use clap::Parser;
