@@ -496,3 +496,84 @@ async fn a_qa_credential_is_never_accepted_by_production() {
     qa.stop();
     prod.server.stop();
 }
+
+/// Revoking a delegation token revokes every token exchanged from it; revoking a
+/// principal revokes every delegation acting for them; revoking a task revokes its
+/// tokens. The server refuses to exchange what is revoked, and the feed names each
+/// token (`jti`), so relying parties refuse them too (tests/revocation_e2e.rs).
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_a_delegation_reaches_everything_derived_from_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let idp_key = Signer::rs256("corp-1");
+    let idp = oidc_issuer(&idp_key, Arc::new(AtomicUsize::new(0))).await;
+    let w = setup(tmp.path(), &idp, 3);
+    let planner = w.workload("planner", "delegated");
+    let researcher = w.workload("researcher", "delegated");
+    let worker = w.workload("worker", "bounded");
+    let alice = || {
+        idp_key.sign(&json!({"iss": idp, "aud": "ferrid", "sub": "alice", "iat": now(), "exp": now() + 300}))
+    };
+    let id_token = ["--subject-token-type", "id_token"];
+    let hop = |as_: &str, subject: &str, aud: &str, extra: &[&str]| {
+        let mut a = vec!["--audience", aud];
+        a.extend_from_slice(extra);
+        w.exchange(as_, subject, &a).unwrap()
+    };
+    let jti = |t: &Value| t["jti"].as_str().unwrap().to_owned();
+    let tok = |t: &Value| t["access_token"].as_str().unwrap().to_owned();
+
+    // alice → planner (t1) → researcher (t2, for the planner) → planner (t3); and a sibling t2b.
+    let t1 = hop("planner", &alice(), &researcher, &id_token);
+    let t2 = hop("researcher", &tok(&t1), &planner, &[]);
+    let t3 = hop("planner", &tok(&t2), "search-api", &[]);
+    let t2b = hop("researcher", &tok(&t1), "search-api", &[]);
+    // An unrelated chain for alice through another ID token, and one for bob.
+    let u1 = hop("planner", &alice(), &researcher, &id_token);
+    let bob =
+        idp_key.sign(&json!({"iss": idp, "aud": "ferrid", "sub": "bob", "iat": now(), "exp": now() + 300}));
+    let b1 = hop("planner", &bob, &researcher, &id_token);
+
+    // Revoke t2: it and t3 go; t1 and the sibling t2b stay.
+    let r = w.server.json(&["revoke", "--jti", &jti(&t2), "--reason", "researcher misbehaved"]);
+    let mut revoked: Vec<String> = r["revocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["value"].as_str().unwrap().to_owned())
+        .collect();
+    revoked.sort();
+    let mut want = vec![jti(&t2), jti(&t3)];
+    want.sort();
+    assert_eq!(revoked, want);
+    assert!(r["revocations"].as_array().unwrap().iter().all(|v| v["kind"] == "jwt" && v["txn"] == r["txn"]));
+    // The server will not exchange a revoked token, nor one derived from it.
+    refused(w.exchange("planner", &tok(&t2), &["--audience", "x"]), "invalid_grant", "revoked");
+    // t1 still works.
+    hop("researcher", &tok(&t1), "search-api", &[]);
+
+    // Revoke t1: everything derived from it that is still live goes (t2b and the new hop).
+    let r = w.server.json(&["revoke", "--jti", &jti(&t1)]);
+    let values: Vec<&str> =
+        r["revocations"].as_array().unwrap().iter().map(|v| v["value"].as_str().unwrap()).collect();
+    assert!(values.contains(&jti(&t1).as_str()) && values.contains(&jti(&t2b).as_str()), "{values:?}");
+    assert!(!values.contains(&jti(&t2).as_str()), "already revoked tokens are not sent again");
+    refused(w.exchange("researcher", &tok(&t1), &["--audience", "x"]), "invalid_grant", "revoked");
+
+    // Revoke the principal: every live delegation acting for alice goes; bob's stays.
+    let r = w.server.json(&["revoke", "--subject", "alice"]);
+    let values: Vec<&str> =
+        r["revocations"].as_array().unwrap().iter().map(|v| v["value"].as_str().unwrap()).collect();
+    assert!(values.contains(&jti(&u1).as_str()), "{values:?}");
+    assert!(!values.contains(&jti(&b1).as_str()));
+    refused(w.exchange("researcher", &tok(&u1), &["--audience", "x"]), "invalid_grant", "revoked");
+    hop("researcher", &tok(&b1), "search-api", &[]);
+
+    // Revoke a task: its tokens go.
+    let o = w.token("worker", &["task", "--audience", "ci", "--task-id", "t-9", "-o", "json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let task: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let r = w.server.json(&["revoke", "--task", "t-9"]);
+    assert_eq!(r["revocations"][0]["value"], jti(&task));
+    assert_eq!(r["revocations"][0]["spiffe_id"], worker.as_str());
+    w.server.stop();
+}
