@@ -29,6 +29,9 @@ pub(crate) struct DevArgs {
     /// Health and metrics address.
     #[arg(long, default_value = "127.0.0.1:8082")]
     health_address: String,
+    /// The revocation feed's HTTPS address (SSF poll and SPIFFE bundle endpoints).
+    #[arg(long, default_value = "127.0.0.1:8083")]
+    revocation_address: String,
     /// Log level.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -61,12 +64,13 @@ pub(crate) async fn run(args: DevArgs) -> Result<()> {
     };
     let admin_socket = dir.join("admin.sock");
     let toml = format!(
-        "trust_domain = {td:?}\ndata_dir = {dd:?}\nbind_address = {ba:?}\nhealth_address = {ha:?}\nadmin_socket = {sock:?}\n",
+        "trust_domain = {td:?}\ndata_dir = {dd:?}\nbind_address = {ba:?}\nhealth_address = {ha:?}\nadmin_socket = {sock:?}\n[revocation]\naddress = {ra:?}\n",
         td = args.trust_domain,
         dd = dir.join("server").display().to_string(),
         ba = args.bind_address,
         ha = args.health_address,
         sock = admin_socket.display().to_string(),
+        ra = args.revocation_address,
     );
     let cfg = ServerConfig::parse(&toml)?;
     let td = cfg.trust_domain.clone();
@@ -130,6 +134,12 @@ pub(crate) async fn run(args: DevArgs) -> Result<()> {
     );
     println!("    {exe} agent fetch jwt --audience demo   # a JWT-SVID for audience 'demo'");
     println!("    {exe} entry list");
+    println!("    {exe} revoke --spiffe-id {workload_id}   # the agent mints a replacement at once");
+    if let Some(a) = server.revocation_addr {
+        println!();
+        println!("Relying parties follow revocations at https://{a}/ssf/poll/<name> (RFC 8936),");
+        println!("or on the node API's ferrid.revocation.v1.Revocations/Watch; the bundle is at https://{a}/bundle.");
+    }
     println!();
     println!("Any SPIFFE client works too (go-spiffe, py-spiffe, the Rust spiffe crate).");
     println!("Press Ctrl-C to stop.");
