@@ -138,7 +138,9 @@ pub(crate) async fn run(args: DevArgs) -> Result<()> {
     if let Some(a) = server.revocation_addr {
         println!();
         println!("Relying parties follow revocations at https://{a}/ssf/poll/<name> (RFC 8936),");
-        println!("or on the node API's ferrid.revocation.v1.Revocations/Watch; the bundle is at https://{a}/bundle.");
+        println!(
+            "or on the node API's ferrid.revocation.v1.Revocations/Watch; the bundle is at https://{a}/bundle."
+        );
     }
     println!();
     println!("Any SPIFFE client works too (go-spiffe, py-spiffe, the Rust spiffe crate).");
