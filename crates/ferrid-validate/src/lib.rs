@@ -11,16 +11,20 @@
 #![forbid(unsafe_code)]
 
 pub mod authorize;
+pub mod bundle;
 pub mod jwt;
 pub mod keys;
 pub mod revocation;
 pub mod set;
+#[cfg(feature = "rustls")]
+pub mod tls;
 pub mod x509;
 
 #[cfg(test)]
 mod testing;
 
 pub use authorize::{AuthorizeError, Authorizer};
+pub use bundle::{BundleError, BundleSet, BundleSource, TrustBundle};
 pub use jwt::{JwtOptions, JwtSvidError, VerifiedJwtSvid, validate_jwt_svid};
 pub use keys::{Algorithm, JwtKeySet, KeyError, KeyKind};
 pub use revocation::{RevocationError, RevocationSet};
