@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ferrid/node/v1/node.proto",
         "ferrid/admin/v1/admin.proto",
         "ferrid/exchange/v1/exchange.proto",
+        "ferrid/revocation/v1/revocation.proto",
         "spiffe/workload/workload.proto",
     ];
     for f in &files {

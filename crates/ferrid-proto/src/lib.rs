@@ -35,6 +35,14 @@ pub mod exchange {
     }
 }
 
+/// The revocation feed relying parties watch (`ferrid.revocation.v1`).
+pub mod revocation {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("ferrid.revocation.v1");
+    }
+}
+
 /// The SPIFFE Workload API (`SpiffeWorkloadAPI`, no protobuf package).
 pub mod workload {
     tonic::include_proto!("_");

@@ -12,8 +12,12 @@
 
 pub mod authorize;
 pub mod bundle;
+#[cfg(feature = "feeds")]
+pub mod feeds;
 pub mod jwt;
 pub mod keys;
+#[cfg(feature = "tower")]
+pub mod layer;
 pub mod revocation;
 pub mod set;
 #[cfg(feature = "rustls")]
