@@ -460,3 +460,225 @@ impl BundleEndpoint {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The feeds against loopback stand-ins for the server. The real server's end-to-end
+    //! run (its poll, push and watch endpoints) is covered by the lead's e2e tests.
+    use super::*;
+    use crate::keys::test_keys::*;
+    use crate::set::{Revocation, SetEvent};
+    use crate::testing::*;
+    use crate::tls::SvidResolver;
+    use axum::body::Body;
+    use ferrid_types::ManualClock;
+    use std::sync::Mutex;
+    use tower::ServiceExt;
+
+    const ISS: &str = "spiffe://example.org/ferrid/server";
+    const AUD: &str = "spiffe://example.org";
+
+    struct Fixture {
+        ca: TestCa,
+        key: TestKey,
+        feed: Feed,
+    }
+
+    fn fixture() -> Fixture {
+        let ca = TestCa::new("example.org");
+        let key = TestKey::es256("k1");
+        let bundles = Arc::new(BundleSet::of([TrustBundle::new(ca.bundle(), set_of(&[&key]))]));
+        let feed = Feed {
+            trust_domain: TrustDomain::new("example.org").unwrap(),
+            bundles,
+            revocations: Arc::new(RevocationSet::new(Duration::from_secs(60))),
+            clock: Arc::new(ManualClock::at_unix(NOW)),
+        };
+        Fixture { ca, key, feed }
+    }
+
+    fn set_token(k: &TestKey, e: &SetEvent, jti: &str) -> String {
+        k.sign(Some("secevent+jwt"), &e.claims(ISS, AUD, jti, NOW))
+    }
+
+    fn jwt_revocation(jti: &str) -> SetEvent {
+        SetEvent::new(Revocation::Jwt { jti: jti.into(), iss: ISS.into() }, Some(NOW))
+    }
+
+    #[tokio::test]
+    async fn push_receiver_accepts_verified_sets_and_refuses_others() {
+        let f = fixture();
+        let app = push_router(f.feed.clone());
+        let post = |ct: &'static str, body: String| {
+            let app = app.clone();
+            async move {
+                let req =
+                    axum::http::Request::post("/").header("content-type", ct).body(Body::from(body)).unwrap();
+                let res = app.oneshot(req).await.unwrap();
+                let status = res.status();
+                let b = axum::body::to_bytes(res.into_body(), 1 << 16).await.unwrap();
+                (status, serde_json::from_slice::<Value>(&b).unwrap_or(Value::Null))
+            }
+        };
+        assert!(f.feed.revocations.check_fresh(NOW).is_err(), "never heard: stale");
+        let (s, _) = post("application/secevent+jwt", set_token(&f.key, &jwt_revocation("j1"), "s1")).await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+        assert_eq!(f.feed.revocations.len(), 1);
+        assert!(f.feed.revocations.check_fresh(NOW).is_ok());
+        let (s, _) =
+            post("application/secevent+jwt", set_token(&f.key, &SetEvent::heartbeat("2"), "s2")).await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+
+        let (s, body) = post("application/json", set_token(&f.key, &jwt_revocation("j2"), "s3")).await;
+        assert_eq!((s, body["err"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_request")));
+        let stranger = TestKey::es256("k1");
+        let (s, body) =
+            post("application/secevent+jwt", set_token(&stranger, &jwt_revocation("j2"), "s4")).await;
+        assert_eq!((s, body["err"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_key")));
+        assert!(body["description"].as_str().is_some());
+        let other_iss = f.key.sign(
+            Some("secevent+jwt"),
+            &jwt_revocation("j2").claims("spiffe://example.org/x", AUD, "s5", NOW),
+        );
+        let (_, body) = post("application/secevent+jwt", other_iss).await;
+        assert_eq!(body["err"], "invalid_issuer");
+        let other_aud = f
+            .key
+            .sign(Some("secevent+jwt"), &jwt_revocation("j2").claims(ISS, "spiffe://other.org", "s6", NOW));
+        let (_, body) = post("application/secevent+jwt", other_aud).await;
+        assert_eq!(body["err"], "invalid_audience");
+        assert_eq!(f.feed.revocations.len(), 1, "nothing refused was applied");
+    }
+
+    /// Serves `app` over HTTPS on loopback, presenting an SVID for `id` from `ca`.
+    async fn https(ca: &TestCa, id: &str, app: Router) -> String {
+        let leaf = ca.leaf(id, LeafOpts { window: Some((NOW - 60, NOW + 3600)), ..Default::default() });
+        let resolver = Arc::new(SvidResolver::new(leaf.chain, leaf.key_der).unwrap());
+        let cfg = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_cert_resolver(resolver);
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                let acceptor = acceptor.clone();
+                let app = app.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let svc = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        format!("https://127.0.0.1:{}", addr.port())
+    }
+
+    #[tokio::test]
+    async fn poll_client_applies_acks_and_reports_errors() {
+        let f = fixture();
+        let good = set_token(&f.key, &jwt_revocation("j1"), "s1");
+        let forged = set_token(&TestKey::es256("k1"), &jwt_revocation("j2"), "s2");
+        let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let seen2 = seen.clone();
+        let app = Router::new().route(
+            "/ssf/poll/{receiver}",
+            axum::routing::post(move |axum::extract::Path(r): axum::extract::Path<String>, body: Bytes| {
+                let seen = seen2.clone();
+                let (good, forged) = (good.clone(), forged.clone());
+                async move {
+                    assert_eq!(r, "rp-1");
+                    let req: Value = serde_json::from_slice(&body).unwrap();
+                    let first = seen.lock().unwrap().is_empty();
+                    seen.lock().unwrap().push(req);
+                    let sets = if first { json!({"s1": good, "s2": forged}) } else { json!({}) };
+                    axum::Json(json!({"sets": sets, "moreAvailable": false}))
+                }
+            }),
+        );
+        let base = https(&f.ca, "spiffe://example.org/ferrid/server", app.clone()).await;
+        let client = PollClient::new(f.feed.clone(), &base, "rp-1").unwrap();
+        let out = client.poll_once(&PollOutcome::default(), true).await.unwrap();
+        assert_eq!(out.applied, ["s1"]);
+        assert_eq!(out.refused.len(), 1);
+        assert_eq!(out.refused[0].1, "invalid_key");
+        assert!(f.feed.revocations.check_fresh(NOW).is_ok());
+        assert_eq!(f.feed.revocations.len(), 1);
+        let out2 = client.poll_once(&out, true).await.unwrap();
+        assert!(out2.applied.is_empty());
+        let second = seen.lock().unwrap()[1].clone();
+        assert_eq!(second["ack"], json!(["s1"]));
+        assert_eq!(second["setErrs"]["s2"]["err"], "invalid_key");
+        assert_eq!(second["returnImmediately"], true);
+
+        // A server presenting another SPIFFE ID is not the feed.
+        let impostor = https(&f.ca, "spiffe://example.org/not-the-server", app).await;
+        let client = PollClient::new(f.feed.clone(), &impostor, "rp-1").unwrap();
+        assert!(matches!(
+            client.poll_once(&PollOutcome::default(), true).await,
+            Err(FeedError::Transport(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn bundle_endpoint_serves_the_next_bundle() {
+        let f = fixture();
+        let next = TestCa::new("example.org");
+        let doc = json!({
+            "keys": [{"kty": "EC", "crv": "P-256", "use": "x509-svid",
+                "x": "MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4", "y": "4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM",
+                "x5c": [base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &next.cert_der)]}],
+            "spiffe_refresh_hint": 60,
+        })
+        .to_string();
+        let app = Router::new().route("/bundle", axum::routing::get(move || async move { doc }));
+        let base = https(&f.ca, "spiffe://example.org/ferrid/server", app).await;
+        let b = fetch_bundle(
+            &f.feed.trust_domain,
+            &format!("{base}/bundle"),
+            &f.feed.server_id(),
+            f.feed.bundles.clone(),
+            f.feed.clock.clone(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(b.x509.authorities()[0].as_ref(), next.cert_der.as_slice());
+        assert_eq!(b.refresh_hint, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn watch_messages_apply_and_reset() {
+        use ferrid_proto::revocation::v1 as pb;
+        let f = fixture();
+        let msg = pb::WatchResponse {
+            revocations: vec![
+                pb::Revocation {
+                    sequence: 1,
+                    set: set_token(&f.key, &jwt_revocation("j1"), "s1"),
+                    expires_at: NOW + 300,
+                },
+                pb::Revocation {
+                    sequence: 2,
+                    set: set_token(&TestKey::es256("k1"), &jwt_revocation("j2"), "s2"),
+                    expires_at: NOW + 300,
+                },
+            ],
+            sequence: 2,
+            server_time: NOW,
+            reset: false,
+        };
+        assert_eq!(watch::apply_message(&f.feed, &msg), 1, "the forged SET is refused");
+        assert_eq!(f.feed.revocations.len(), 1);
+        assert_eq!(f.feed.revocations.sequence(), 2);
+        assert!(f.feed.revocations.check_fresh(NOW).is_ok());
+        let reset = pb::WatchResponse { revocations: vec![], sequence: 0, server_time: NOW, reset: true };
+        watch::apply_message(&f.feed, &reset);
+        assert!(f.feed.revocations.is_empty());
+        f.feed.revocations.forget_expired(NOW + 301);
+    }
+}
