@@ -299,7 +299,7 @@ pub fn validate_jwt_svid(
             .ok_or(JwtSvidError::MissingAudience)?,
         _ => return Err(JwtSvidError::MissingAudience),
     };
-    if !audience.iter().any(|a| *a == opts.audience) {
+    if !audience.contains(&opts.audience) {
         return Err(JwtSvidError::WrongAudience { got: audience, want: opts.audience.clone() });
     }
     let exp = match c.get("exp") {
