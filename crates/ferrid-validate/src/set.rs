@@ -155,7 +155,11 @@ impl SetEvent {
                 json!({ "format": "opaque", "id": FEED_SUBJECT })
             }
         };
-        if let Some(t) = self.event_timestamp {
+        let timestamp = match &self.revocation {
+            Revocation::SpiffeId { cutoff, .. } => Some(*cutoff),
+            _ => self.event_timestamp,
+        };
+        if let Some(t) = timestamp {
             event.insert("event_timestamp".into(), t.into());
         }
         if let Some(r) = &self.reason {
