@@ -35,7 +35,7 @@ pub mod exchange {
     }
 }
 
-/// The revocation feed (`ferrid.revocation.v1`).
+/// The revocation feed relying parties watch (`ferrid.revocation.v1`).
 pub mod revocation {
     /// Version 1.
     pub mod v1 {

@@ -155,13 +155,15 @@ impl SetEvent {
                 json!({ "format": "opaque", "id": FEED_SUBJECT })
             }
         };
-        if !matches!(self.revocation, Revocation::Heartbeat { .. }) {
-            if let Some(t) = self.event_timestamp {
-                event.insert("event_timestamp".into(), t.into());
-            }
-            if let Some(r) = &self.reason {
-                event.insert("reason_admin".into(), json!({ "en": r }));
-            }
+        let timestamp = match &self.revocation {
+            Revocation::SpiffeId { cutoff, .. } => Some(*cutoff),
+            _ => self.event_timestamp,
+        };
+        if let Some(t) = timestamp {
+            event.insert("event_timestamp".into(), t.into());
+        }
+        if let Some(r) = &self.reason {
+            event.insert("reason_admin".into(), json!({ "en": r }));
         }
         let mut claims = json!({
             "iss": iss,
