@@ -497,6 +497,38 @@ async fn a_qa_credential_is_never_accepted_by_production() {
     prod.server.stop();
 }
 
+/// A relying service's view of the trust domain: the bundle, and the revocations it
+/// hears on the server's `ferrid.revocation.v1.Revocations/Watch` (ferrid-validate's
+/// watch client, over TLS, the server authenticated by its SPIFFE ID).
+struct RelyingParty {
+    bundle: ferrid_validate::TrustBundle,
+    revocations: Arc<ferrid_validate::RevocationSet>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RelyingParty {
+    fn start(server: &Server) -> Self {
+        let td = spiffe::TrustDomain::new(TD).unwrap();
+        let json = server.ok(&["bundle", "show", "--format", "jwks"]);
+        let bundle = ferrid_validate::TrustBundle::from_spiffe_json(td.clone(), json.as_bytes()).unwrap();
+        let revocations = Arc::new(ferrid_validate::RevocationSet::new(std::time::Duration::from_secs(30)));
+        let feed = ferrid_validate::feeds::Feed {
+            trust_domain: td,
+            bundles: Arc::new(ferrid_validate::BundleSet::of([bundle.clone()])),
+            revocations: revocations.clone(),
+            clock: Arc::new(ferrid_types::SystemClock),
+        };
+        let task = tokio::spawn(ferrid_validate::feeds::watch::run(feed, format!("https://{}", server.node)));
+        Self { bundle, revocations, task }
+    }
+}
+
+impl Drop for RelyingParty {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Revoking a delegation token revokes every token exchanged from it; revoking a
 /// principal revokes every delegation acting for them; revoking a task revokes its
 /// tokens. The server refuses to exchange what is revoked, and the feed names each
@@ -533,6 +565,26 @@ async fn revoking_a_delegation_reaches_everything_derived_from_it() {
         idp_key.sign(&json!({"iss": idp, "aud": "ferrid", "sub": "bob", "iat": now(), "exp": now() + 300}));
     let b1 = hop("planner", &bob, &researcher, &id_token);
 
+    // A relying service (the search API) built on ferrid-validate, following the
+    // server's gRPC revocation watch. It accepts t3 and t2b now.
+    let rp = RelyingParty::start(&w.server);
+    let td = spiffe::TrustDomain::new(TD).unwrap();
+    let accept = |token: &str| -> Result<(), String> {
+        let keys = rp.bundle.jwt.clone();
+        let now = now();
+        let v = ferrid_validate::validate_jwt_svid(
+            token,
+            &keys,
+            &td,
+            &ferrid_validate::JwtOptions::new("search-api"),
+            now,
+        )
+        .map_err(|e| e.to_string())?;
+        rp.revocations.check_jwt(&v, now).map_err(|e| e.to_string())
+    };
+    eventually(10, "the relying party hears the feed", || async { accept(&tok(&t3)) }).await;
+    accept(&tok(&t2b)).unwrap();
+
     // Revoke t2: it and t3 go; t1 and the sibling t2b stay.
     let r = w.server.json(&["revoke", "--jti", &jti(&t2), "--reason", "researcher misbehaved"]);
     let mut revoked: Vec<String> = r["revocations"]
@@ -548,6 +600,16 @@ async fn revoking_a_delegation_reaches_everything_derived_from_it() {
     assert!(r["revocations"].as_array().unwrap().iter().all(|v| v["kind"] == "jwt" && v["txn"] == r["txn"]));
     // The server will not exchange a revoked token, nor one derived from it.
     refused(w.exchange("planner", &tok(&t2), &["--audience", "x"]), "invalid_grant", "revoked");
+    // The relying party refuses the child t3 before it expires; the sibling still passes.
+    let why = eventually(5, "t3 refused by the relying party", || async {
+        match accept(&tok(&t3)) {
+            Err(e) => Ok(e),
+            Ok(()) => Err("still accepted"),
+        }
+    })
+    .await;
+    assert!(why.contains("revoked") && why.contains(&jti(&t3)), "{why}");
+    accept(&tok(&t2b)).unwrap();
     // t1 still works.
     hop("researcher", &tok(&t1), "search-api", &[]);
 
@@ -558,6 +620,10 @@ async fn revoking_a_delegation_reaches_everything_derived_from_it() {
     assert!(values.contains(&jti(&t1).as_str()) && values.contains(&jti(&t2b).as_str()), "{values:?}");
     assert!(!values.contains(&jti(&t2).as_str()), "already revoked tokens are not sent again");
     refused(w.exchange("researcher", &tok(&t1), &["--audience", "x"]), "invalid_grant", "revoked");
+    eventually(5, "t2b refused by the relying party", || async {
+        if accept(&tok(&t2b)).is_err() { Ok(()) } else { Err("still accepted") }
+    })
+    .await;
 
     // Revoke the principal: every live delegation acting for alice goes; bob's stays.
     let r = w.server.json(&["revoke", "--subject", "alice"]);
