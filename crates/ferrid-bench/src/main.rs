@@ -51,6 +51,9 @@ struct Opts {
     /// Entry propagation samples.
     #[arg(long, default_value_t = 200)]
     propagation_samples: usize,
+    /// Revocation propagation samples.
+    #[arg(long, default_value_t = 200)]
+    revocation_samples: usize,
     /// The `ferrid` binary (default: next to this one).
     #[arg(long)]
     ferrid: Option<PathBuf>,
@@ -64,6 +67,7 @@ fn main() -> Result<()> {
         opts.seconds = 1;
         opts.memory_entries = 200;
         opts.propagation_samples = 10;
+        opts.revocation_samples = 10;
         opts.settle = 1;
         opts.rate = 100;
     }
@@ -128,6 +132,9 @@ async fn run(opts: Opts) -> Result<()> {
     eprintln!("entry propagation, {} samples …", opts.propagation_samples);
     let prop = propagation(&mut admin, &agent_a.agent_id, &socket, uid, opts.propagation_samples).await?;
 
+    eprintln!("revocation propagation, {} samples …", opts.revocation_samples);
+    let revo = revocation(&mut admin, &server.node, opts.revocation_samples).await?;
+
     // Agent B: a fresh agent process that receives N entries, for its memory per SVID.
     eprintln!("agent memory with {} entries …", opts.memory_entries);
     let mut agent_b = Proc::agent(&ferrid, &server, &mut admin, &tmp.path().join("b")).await?;
@@ -146,6 +153,13 @@ async fn run(opts: Opts) -> Result<()> {
         fmt_us(prop.p50),
         fmt_us(prop.p99),
         fmt_us(prop.max)
+    );
+    println!(
+        "| revocation propagation (`ferrid revoke --jti` → refused by a ferrid-validate relying party) | 1 | {} | — | {} | {} | {} |",
+        revo.n,
+        fmt_us(revo.p50),
+        fmt_us(revo.p99),
+        fmt_us(revo.max)
     );
     println!();
     println!(
@@ -565,6 +579,65 @@ async fn propagation(
             }
         }
     }
+    lat.sort_unstable();
+    Ok(Propagation {
+        n: lat.len(),
+        p50: percentile(&lat, 0.5),
+        p99: percentile(&lat, 0.99),
+        max: lat.last().copied().unwrap_or_default(),
+    })
+}
+
+/// Time from the admin API's Revoke call (what `ferrid revoke --jti` sends) to a relying
+/// party built on ferrid-validate refusing the token: the server signs the SET, commits
+/// it to SQLite and publishes it; the relying party's gRPC watch receives it, verifies
+/// it against the JWT bundle and applies it. The relying party checks the token every
+/// 200 µs, so that is the resolution.
+async fn revocation(admin: &mut AdminClient<Channel>, node: &str, samples: usize) -> Result<Propagation> {
+    let td = ferrid_types::TrustDomain::new(TD)?;
+    let b = admin.get_bundle(apb::GetBundleRequest {}).await?.into_inner();
+    let bundle = ferrid_validate::TrustBundle::from_spiffe_json(td.clone(), &b.spiffe_bundle_json)?;
+    let revocations = Arc::new(ferrid_validate::RevocationSet::new(Duration::from_secs(60)));
+    let feed = ferrid_validate::feeds::Feed {
+        trust_domain: td.clone(),
+        bundles: Arc::new(ferrid_validate::BundleSet::of([bundle.clone()])),
+        revocations: revocations.clone(),
+        clock: Arc::new(ferrid_types::SystemClock),
+    };
+    let watch = tokio::spawn(ferrid_validate::feeds::watch::run(feed, format!("https://{node}")));
+    let opts = ferrid_validate::JwtOptions::new("bench");
+    let now = || ferrid_types::Clock::unix(&ferrid_types::SystemClock);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while revocations.last_heard().is_none() {
+        ensure!(Instant::now() < deadline, "the revocation watch did not connect");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut lat = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let t = admin
+            .mint_jwt_svid(apb::MintJwtSvidRequest {
+                spiffe_id: format!("spiffe://{TD}/bench/revoked/{i}"),
+                audience: vec!["bench".into()],
+                ttl: 300,
+            })
+            .await?
+            .into_inner();
+        let v = ferrid_validate::validate_jwt_svid(&t.token, &bundle.jwt, &td, &opts, now())?;
+        revocations.check_jwt(&v, now())?;
+        let sent = Instant::now();
+        admin
+            .revoke(apb::RevokeRequest {
+                target: Some(apb::revoke_request::Target::Jti(t.jti.clone())),
+                reason: "benchmark".into(),
+            })
+            .await?;
+        while revocations.check_jwt(&v, now()).is_ok() {
+            ensure!(sent.elapsed() < Duration::from_secs(30), "token {} still accepted after 30 s", t.jti);
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        lat.push(sent.elapsed());
+    }
+    watch.abort();
     lat.sort_unstable();
     Ok(Propagation {
         n: lat.len(),
