@@ -12,6 +12,8 @@
 //! connects.
 mod common;
 
+// Some event fields (peer addresses, …) only show in assertion messages.
+#[allow(dead_code)]
 #[path = "../crates/ferrid/examples/mtls_echo/echo.rs"]
 mod echo;
 
@@ -60,7 +62,10 @@ fn accepted_serials(events: &[Event]) -> Vec<String> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::Accepted { client_serial, .. } => Some(client_serial.clone()),
+            Event::Accepted { client_id, client_serial, .. } => {
+                assert_eq!(client_id, &format!("spiffe://{TD}/echo-client"));
+                Some(client_serial.clone())
+            }
             _ => None,
         })
         .collect()
@@ -139,10 +144,15 @@ async fn mutual_tls_echo_rotates_and_refuses_a_revoked_peer() {
     })
     .await;
     assert_eq!(until(10, "the first handshake", &steady_log, first_presented).await, s1);
+    assert!(
+        matches!(&steady_log.all()[0], Event::Connected { handshake: 1, server_serial, .. } if *server_serial == svc.serial()),
+        "the client saw the server's SVID: {:?}",
+        steady_log.all()[0]
+    );
     assert_eq!(accepted_serials(&srv_log.all()), [s1.clone()], "the server saw the client's serial");
 
     // 2. Rotation: revoking the SPIFFE ID makes the agent mint a replacement at once.
-    server.ok(&["revoke", "--spiffe-id", client_id.as_ref()]);
+    server.ok(&["revoke", "--spiffe-id", &client_id.to_string()]);
     let s2 = eventually(20, "the client follows rotation", || {
         let s = steady_id.serial();
         let s1 = s1.clone();
@@ -191,10 +201,14 @@ async fn mutual_tls_echo_rotates_and_refuses_a_revoked_peer() {
     })
     .await;
     assert!(reason.contains(&format!("serial {s2}")), "{reason}");
-    until(20, "the pinned client sees its handshake refused", &stolen_log, |_| {
-        stolen_log.since(stolen_mark).into_iter().find(|e| matches!(e, Event::HandshakeFailed { .. }))
+    let why = until(20, "the pinned client sees its handshake refused", &stolen_log, |_| {
+        stolen_log.since(stolen_mark).into_iter().find_map(|e| match e {
+            Event::HandshakeFailed { reason, .. } => Some(reason),
+            _ => None,
+        })
     })
     .await;
+    assert!(why.contains("the peer refused the handshake"), "{why}");
     // Once refused, never accepted again with s2.
     let refused_at = srv_log.len();
     until(20, "the pinned client keeps being refused", &srv_log, |_| {
