@@ -90,7 +90,8 @@ async fn until<T>(secs: u64, what: &str, log: &Log, f: impl Fn(&[Event]) -> Opti
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mutual_tls_echo_rotates_and_refuses_a_revoked_peer() {
-    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("info,ferrid_validate=warn").try_init();
+    let _ =
+        tracing_subscriber::fmt().with_test_writer().with_env_filter("info,ferrid_validate=warn").try_init();
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start_with(
         &tmp.path().join("server"),
@@ -102,8 +103,8 @@ async fn mutual_tls_echo_rotates_and_refuses_a_revoked_peer() {
     std::fs::create_dir_all(&cli_dir).unwrap();
     let (svc_agent, _) = enrol(&server, &svc_dir, &[("echo-server", &[])]);
     let (cli_agent, _) = enrol(&server, &cli_dir, &[("echo-client", &[])]);
-    let server_id = SpiffeId::new(&format!("spiffe://{TD}/echo-server")).unwrap();
-    let client_id = SpiffeId::new(&format!("spiffe://{TD}/echo-client")).unwrap();
+    let server_id = SpiffeId::new(format!("spiffe://{TD}/echo-server")).unwrap();
+    let client_id = SpiffeId::new(format!("spiffe://{TD}/echo-client")).unwrap();
     let feed = format!("https://{}", server.node);
     let opts = |agent: &Agent, pin_svid: bool| IdentityOptions {
         endpoint: Some(agent.endpoint()),
@@ -140,7 +141,9 @@ async fn mutual_tls_echo_rotates_and_refuses_a_revoked_peer() {
     let steady_log = Log::default();
     tokio::spawn(echo::run_client(steady_id.clone(), client_opts(None, None), steady_log.sink()));
     until(30, "first echo", &steady_log, |ev| {
-        ev.iter().any(|e| matches!(e, Event::Echo { handshake: 1, line } if line.contains("ping 1 "))).then_some(())
+        ev.iter()
+            .any(|e| matches!(e, Event::Echo { handshake: 1, line } if line.contains("ping 1 ")))
+            .then_some(())
     })
     .await;
     assert_eq!(until(10, "the first handshake", &steady_log, first_presented).await, s1);
@@ -149,7 +152,7 @@ async fn mutual_tls_echo_rotates_and_refuses_a_revoked_peer() {
         "the client saw the server's SVID: {:?}",
         steady_log.all()[0]
     );
-    assert_eq!(accepted_serials(&srv_log.all()), [s1.clone()], "the server saw the client's serial");
+    assert_eq!(accepted_serials(&srv_log.all()), vec![s1.clone()], "the server saw the client's serial");
 
     // 2. Rotation: revoking the SPIFFE ID makes the agent mint a replacement at once.
     server.ok(&["revoke", "--spiffe-id", &client_id.to_string()]);
@@ -213,7 +216,8 @@ async fn mutual_tls_echo_rotates_and_refuses_a_revoked_peer() {
     let refused_at = srv_log.len();
     until(20, "the pinned client keeps being refused", &srv_log, |_| {
         let after = srv_log.since(refused_at);
-        (after.iter().filter(|e| matches!(e, Event::Refused { revoked: true, .. })).count() >= 2).then_some(())
+        (after.iter().filter(|e| matches!(e, Event::Refused { revoked: true, .. })).count() >= 2)
+            .then_some(())
     })
     .await;
     assert!(

@@ -282,7 +282,11 @@ impl Identity {
                 );
             }
         }
-        tracing::info!("following the revocation feed at {} (staleness bound {:?})", opts.feed, opts.max_staleness);
+        tracing::info!(
+            "following the revocation feed at {} (staleness bound {:?})",
+            opts.feed,
+            opts.max_staleness
+        );
         Ok(Arc::new(me))
     }
 
@@ -335,7 +339,12 @@ fn peer_svid(certs: Option<&[rustls::pki_types::CertificateDer<'_>]>) -> (String
 
 /// Serves echo over mutual TLS on `listener` to clients whose SVID is exactly `allow`
 /// and not revoked; runs until the listener fails.
-pub(crate) async fn serve(listener: TcpListener, me: Arc<Identity>, allow: SpiffeId, events: Events) -> Result<()> {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    me: Arc<Identity>,
+    allow: SpiffeId,
+    events: Events,
+) -> Result<()> {
     let verifier = SpiffeClientVerifier::new(me.verifier(Arc::new(authorize::exact(allow.clone()))));
     let mut cfg = server_config(me.svid.clone(), Arc::new(verifier));
     cfg.cert_resolver = me.presenting.clone();
@@ -368,7 +377,11 @@ pub(crate) async fn serve(listener: TcpListener, me: Arc<Identity>, allow: Spiff
                  we presented serial {}",
                 me.presenting.last()
             );
-            events.emit(Event::Accepted { peer, client_id: client_id.clone(), client_serial: client_serial.clone() });
+            events.emit(Event::Accepted {
+                peer,
+                client_id: client_id.clone(),
+                client_serial: client_serial.clone(),
+            });
             let (rd, mut wr) = tokio::io::split(tls);
             let mut lines = BufReader::new(rd).lines();
             let greeting = format!("hello {client_id} serial {client_serial}\n");
@@ -420,8 +433,10 @@ type Conn = tokio_rustls::client::TlsStream<TcpStream>;
 async fn connect(
     connector: &tokio_rustls::TlsConnector,
     addr: &str,
-) -> Result<(tokio::io::Lines<BufReader<tokio::io::ReadHalf<Conn>>>, tokio::io::WriteHalf<Conn>, String), String>
-{
+) -> Result<
+    (tokio::io::Lines<BufReader<tokio::io::ReadHalf<Conn>>>, tokio::io::WriteHalf<Conn>, String),
+    String,
+> {
     let tcp = TcpStream::connect(addr).await.map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     let name = rustls::pki_types::ServerName::try_from("mtls-echo.invalid").expect("a valid name");
     let tls = connector.connect(name, tcp).await.map_err(|e| explain(&e).1)?;

@@ -102,7 +102,8 @@ async fn main() -> Result<()> {
         Cmd::Server { common, listen, allow } => {
             let allow = SpiffeId::new(&allow).context("--allow")?;
             let me = echo::Identity::start(identity_options(&common, false)).await?;
-            let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("bind {listen}"))?;
+            let listener =
+                tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("bind {listen}"))?;
             echo::serve(listener, me, allow, echo::Events::default()).await
         }
         Cmd::Client { common, connect, server_id, interval, pin_svid, reconnect_after, count } => {
