@@ -30,6 +30,9 @@ bash scripts/validate-deploy.sh
 echo "==> delegation walk-through (examples/delegation)"
 bash examples/delegation/run.sh > /dev/null
 
+echo "==> mutual TLS walk-through (examples/mtls-echo)"
+bash examples/mtls-echo/run.sh > /dev/null
+
 echo "==> benchmark harness smoke run (figures are not checked; see docs/benchmarks.md)"
 cargo build --locked --quiet -p ferrid -p ferrid-bench
 target/debug/ferrid-bench --quick --ferrid target/debug/ferrid > /dev/null

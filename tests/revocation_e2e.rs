@@ -56,7 +56,7 @@ async fn poll(addr: &str, bundle_pem: &str, receiver: &str, body: &Value) -> Val
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let roots: Vec<Vec<u8>> =
         pem::parse_many(bundle_pem).unwrap().into_iter().map(pem::Pem::into_contents).collect();
-    let server_id = spiffe::SpiffeId::new(&format!("spiffe://{TD}/ferrid/server")).unwrap();
+    let server_id = spiffe::SpiffeId::new(format!("spiffe://{TD}/ferrid/server")).unwrap();
     let mut cfg = ferrid_server::tls::client_config(&roots, server_id, None).unwrap();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
