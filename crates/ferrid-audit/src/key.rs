@@ -95,7 +95,8 @@ impl SigningKey {
 
     /// Signs a checkpoint.
     pub(crate) fn sign(&self, c: &Checkpoint) -> Result<SignedCheckpoint, AuditError> {
-        let body = serde_json::to_vec(c).map_err(|e| AuditError::Invalid(format!("encoding checkpoint: {e}")))?;
+        let body =
+            serde_json::to_vec(c).map_err(|e| AuditError::Invalid(format!("encoding checkpoint: {e}")))?;
         let sig = self
             .pair
             .sign(&SystemRandom::new(), &Checkpoint::signed_bytes(&body))
@@ -121,8 +122,9 @@ impl SigningKey {
                         path.display()
                     )));
                 }
-                let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-                    .map_err(|_| AuditError::Key("generating a P-256 key failed".into()))?;
+                let doc =
+                    EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                        .map_err(|_| AuditError::Key("generating a P-256 key failed".into()))?;
                 write_new(&path, doc.as_ref(), 0o600)?;
                 tracing::info!(path = %path.display(), "generated the audit signing key");
                 Self::from_pkcs8(doc.as_ref())?

@@ -170,11 +170,13 @@ pub fn parse_line(line: &[u8]) -> Result<Line<'_>, String> {
         json_object(body, "record")?;
         Ok(Line::Record { seq, hash, body })
     } else if let Some(rest) = line.strip_prefix(SIG_PREFIX) {
-        let end = rest.iter().position(|b| *b == b'"').ok_or("malformed checkpoint line: unterminated sig")?;
+        let end =
+            rest.iter().position(|b| *b == b'"').ok_or("malformed checkpoint line: unterminated sig")?;
         let sig = STANDARD
             .decode(&rest[..end])
             .map_err(|e| format!("malformed checkpoint line: signature is not base64: {e}"))?;
-        let rest = rest[end..].strip_prefix(CHECKPOINT_FIELD).ok_or("malformed checkpoint line: no checkpoint")?;
+        let rest =
+            rest[end..].strip_prefix(CHECKPOINT_FIELD).ok_or("malformed checkpoint line: no checkpoint")?;
         let body = rest.strip_suffix(b"}").ok_or("malformed checkpoint line: not closed")?;
         json_object(body, "checkpoint")?;
         Ok(Line::Checkpoint { sig, body })
@@ -192,7 +194,8 @@ pub fn parse_record(body: &[u8]) -> Result<AuditRecord, String> {
 pub fn parse_checkpoint(body: &[u8]) -> Result<Checkpoint, String> {
     let c: Checkpoint = serde_json::from_slice(body).map_err(|e| format!("checkpoint is not valid: {e}"))?;
     let mut h = [0u8; 32];
-    hex::decode_to_slice(&c.head, &mut h).map_err(|_| "checkpoint head is not a SHA-256 in hex".to_owned())?;
+    hex::decode_to_slice(&c.head, &mut h)
+        .map_err(|_| "checkpoint head is not a SHA-256 in hex".to_owned())?;
     Ok(c)
 }
 

@@ -314,7 +314,11 @@ impl Writer {
                 continue;
             }
             if (seq - 1) % INDEX_EVERY == 0 {
-                points.push(IndexPoint { seq, offset: self.len + buf.len() as u64, max_time_before: max_time });
+                points.push(IndexPoint {
+                    seq,
+                    offset: self.len + buf.len() as u64,
+                    max_time_before: max_time,
+                });
             }
             max_time = max_time.max(job.record.time);
             buf.extend_from_slice(&l);
@@ -363,11 +367,12 @@ impl Writer {
             st.index.extend(points);
             st.last_checkpoint = Some(signed.clone());
         }
-        for (s, r) in accepted {
-            reply(r, Ok(s));
-        }
+        // The head goes first so that whoever heard back also finds it up to date.
         if let Err(e) = write_head(&self.dir, &signed) {
             tracing::warn!(error = %e, "could not replace the audit head file (the log itself is durable)");
+        }
+        for (s, r) in accepted {
+            reply(r, Ok(s));
         }
     }
 }

@@ -232,7 +232,7 @@ pub(crate) fn scan(
                         if rec.seq != seq {
                             problem(format!("record {seq}: its seq field says {}", rec.seq));
                         }
-                        if (seq - 1) % INDEX_EVERY == 0 {
+                        if seq > 0 && (seq - 1) % INDEX_EVERY == 0 {
                             index.push(IndexPoint { seq, offset: at, max_time_before: max_time });
                         }
                         max_time = max_time.max(rec.time);
@@ -250,14 +250,9 @@ pub(crate) fn scan(
                     Ok(c) => {
                         let records = expected - 1;
                         if c.size != records {
-                            problem(format!(
-                                "checkpoint seals {} records but {records} precede it",
-                                c.size
-                            ));
+                            problem(format!("checkpoint seals {} records but {records} precede it", c.size));
                         } else if c.head != hex::encode(prev) {
-                            problem(format!(
-                                "checkpoint head does not match the chain at record {records}"
-                            ));
+                            problem(format!("checkpoint head does not match the chain at record {records}"));
                         }
                         let signed = SignedCheckpoint { checkpoint: c.clone(), body: body.to_vec(), sig };
                         if all_signatures && let Err(e) = key.check(&signed) {
@@ -291,7 +286,8 @@ pub(crate) fn scan(
         });
     }
     // Problems past the last checkpoint are in the unsealed tail: never acknowledged.
-    let (problems, tail_problems): (Vec<_>, Vec<_>) = problems.into_iter().partition(|p| p.offset < sealed_len);
+    let (problems, tail_problems): (Vec<_>, Vec<_>) =
+        problems.into_iter().partition(|p| p.offset < sealed_len);
     let tail = (offset > sealed_len).then(|| Tail {
         offset: sealed_len,
         bytes: offset - sealed_len,
