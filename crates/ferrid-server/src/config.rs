@@ -95,6 +95,9 @@ pub struct ServerConfig {
     /// Request limits.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// The tamper-evident audit log (`[audit]`).
+    #[serde(default)]
+    pub audit: crate::audit::AuditSection,
 }
 
 /// Where CA private keys are kept.

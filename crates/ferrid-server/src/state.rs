@@ -122,6 +122,8 @@ pub(crate) struct Shared {
     changes: watch::Sender<u64>,
     pub(crate) ready: AtomicBool,
     pub(crate) tls: ArcSwap<rustls::ServerConfig>,
+    /// The audit log (`None` when `audit.enabled = false`); see `crate::audit`.
+    pub(crate) audit: Option<ferrid_audit::AuditLog>,
 }
 
 impl Shared {
@@ -161,6 +163,7 @@ impl Shared {
             changes: watch::channel(0).0,
             ready: AtomicBool::new(false),
             tls: ArcSwap::from_pointee(tls),
+            audit: None,
         })
     }
 
