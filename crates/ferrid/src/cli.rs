@@ -49,6 +49,9 @@ enum Command {
     /// Validate Cedar policies and run their golden cases, offline.
     #[command(subcommand)]
     Policy(crate::policy_cmd::PolicyCmd),
+    /// Verify and query the server's tamper-evident audit log, offline.
+    #[command(subcommand)]
+    Audit(crate::audit_cmd::AuditCmd),
 }
 
 #[derive(Debug, Args)]
@@ -356,6 +359,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<()> {
         Command::Server(args) => crate::server_cmd::run(args).await,
         Command::Dev(args) => crate::dev::run(args).await,
         Command::Policy(cmd) => crate::policy_cmd::run(cmd),
+        Command::Audit(cmd) => crate::audit_cmd::run(cmd),
         Command::Entry(cmd) => entry(cmd).await,
         Command::Token(TokenCmd::Exchange(a)) => crate::exchange_cmd::token_exchange(a).await,
         Command::Token(TokenCmd::Task(a)) => crate::exchange_cmd::task_token(a).await,
