@@ -254,7 +254,7 @@ pub(crate) fn x509_batch(
             }
             (None, None) if r.error_code == tonic::Code::PermissionDenied as i32 => {
                 denied.push((
-                    unauthorized(agent, &r.entry_id, "x509-svid"),
+                    unauthorized(agent, &r.entry_id, Some("x509-svid")),
                     Status::permission_denied(r.error_message.clone()),
                 ));
             }
@@ -332,11 +332,15 @@ pub(crate) fn attested_who(
 }
 
 /// An agent asking for an entry it is not authorized for.
-pub(crate) fn unauthorized(agent: &AgentRecord, entry_id: &str, credential_type: &str) -> AuditRecord {
+pub(crate) fn unauthorized(
+    agent: &AgentRecord,
+    entry_id: &str,
+    credential_type: Option<&str>,
+) -> AuditRecord {
     AuditRecord {
         who: agent_who(agent),
         what: What {
-            credential_type: Some(credential_type.into()),
+            credential_type: credential_type.map(str::to_owned),
             entry_id: Some(entry_id.into()),
             ..Default::default()
         },
@@ -473,5 +477,30 @@ impl Shared {
     pub(crate) fn with_audit(mut self, log: Option<AuditLog>) -> Self {
         self.audit = log;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kid_comes_from_the_jws_header_only() {
+        use base64::Engine as _;
+        let h = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"ES256","kid":"k1"}"#);
+        assert_eq!(jwt_kid(&format!("{h}.e30.sig")).as_deref(), Some("k1"));
+        assert_eq!(jwt_kid("not-a-jwt"), None);
+    }
+
+    #[test]
+    fn audit_section_defaults_on_under_the_data_dir() {
+        let base = "trust_domain = \"example.org\"\ndata_dir = \"/d\"\n";
+        let on = ServerConfig::parse(base).unwrap();
+        assert!(on.raw.audit.enabled);
+        assert_eq!(on.raw.audit.dir(&on.raw.data_dir), PathBuf::from("/d/audit"));
+        let off = ServerConfig::parse(&format!("{base}[audit]\nenabled = false\ndir = \"/a\"\n")).unwrap();
+        assert!(!off.raw.audit.enabled);
+        assert_eq!(off.raw.audit.dir(&off.raw.data_dir), PathBuf::from("/a"));
+        assert!(ServerConfig::parse(&format!("{base}[audit]\nenable = true\n")).is_err());
     }
 }

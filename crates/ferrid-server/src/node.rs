@@ -111,7 +111,7 @@ impl NodeService {
         let allowed = idx.authorized(agent, &self.shared.server_id, self.shared.now());
         allowed.into_iter().find(|e| e.id.0 == entry_id).ok_or_else(|| {
             self.shared.deny(
-                crate::audit::unauthorized(agent, entry_id, "jwt-svid"),
+                crate::audit::unauthorized(agent, entry_id, None),
                 Status::permission_denied(format!(
                     "agent {} is not authorized for entry {entry_id:?}",
                     agent.spiffe_id

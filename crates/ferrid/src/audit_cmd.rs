@@ -28,7 +28,7 @@ pub(crate) struct Location {
     #[arg(long, conflicts_with = "config")]
     dir: Option<PathBuf>,
     /// The server's configuration: its `[audit] dir`, or `<data_dir>/audit`.
-    #[arg(long, short, env = "FERRID_SERVER_CONFIG")]
+    #[arg(long, short)]
     config: Option<PathBuf>,
 }
 
