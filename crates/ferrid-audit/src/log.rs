@@ -238,9 +238,10 @@ fn open_blocking(dir: PathBuf, clock: Arc<dyn Clock>) -> Result<AuditLog, AuditE
     Ok(AuditLog { inner: Arc::new(Inner { dir, tx, state, key_id }) })
 }
 
-/// Replaces the head file: a temporary file, synced, renamed over it. The directory is
-/// not synced: after a power loss the old head may come back, which is merely older than
-/// the log (the log was synced first), never newer.
+/// Replaces the head file: a temporary file renamed over it. Neither the file nor the
+/// directory is synced (that would double the commit's cost): after a power loss the
+/// head may be older than the log, which is allowed (the log was synced first, so the
+/// head is never newer), or empty, which counts as missing and is rewritten on open.
 fn write_head(dir: &Path, c: &SignedCheckpoint) -> Result<(), AuditError> {
     let tmp = dir.join(format!("{HEAD_FILE}.tmp"));
     let mut text = c.to_line();
@@ -253,7 +254,6 @@ fn write_head(dir: &Path, c: &SignedCheckpoint) -> Result<(), AuditError> {
         .open(&tmp)
         .map_err(AuditError::io("creating", &tmp))?;
     f.write_all(&text).map_err(AuditError::io("writing", &tmp))?;
-    f.sync_data().map_err(AuditError::io("syncing", &tmp))?;
     let head = dir.join(HEAD_FILE);
     fs::rename(&tmp, &head).map_err(AuditError::io("replacing", &head))
 }

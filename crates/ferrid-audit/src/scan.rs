@@ -140,9 +140,11 @@ fn open_log(path: &Path) -> Result<File, AuditError> {
     File::open(path).map_err(AuditError::io("opening", path))
 }
 
-/// Reads a head file or witness checkpoint; `Ok(None)` when it does not exist.
+/// Reads a head file or witness checkpoint; `Ok(None)` when it does not exist or is
+/// empty (what an unsynced head file can be after a power loss).
 pub fn read_checkpoint_file(path: &Path) -> Result<Option<SignedCheckpoint>, AuditError> {
     match std::fs::read(path) {
+        Ok(b) if b.is_empty() => Ok(None),
         Ok(b) if b.len() > MAX_LINE => Err(AuditError::Invalid(format!("{} is too large", path.display()))),
         Ok(b) => line::parse_signed_checkpoint(&b)
             .map(Some)

@@ -410,3 +410,18 @@ async fn a_missing_head_is_rewritten_on_open() {
     drop(log);
     assert_eq!(verify(d.path(), &VerifyOptions::default()).unwrap().head.unwrap().size, 2);
 }
+
+#[tokio::test]
+async fn an_empty_head_counts_as_missing() {
+    // What an unsynced head file can be after a power loss.
+    let d = tempfile::tempdir().unwrap();
+    drop(filled(d.path(), 2, 1).await);
+    std::fs::write(d.path().join(HEAD_FILE), b"").unwrap();
+    let r = verify(d.path(), &VerifyOptions::default()).unwrap();
+    assert!(r.is_ok() && r.head.is_none(), "{:?}", r.problems);
+    drop(AuditLog::open(d.path(), clock()).await.unwrap());
+    assert_eq!(verify(d.path(), &VerifyOptions::default()).unwrap().head.unwrap().size, 2);
+    // Anything else that is not a checkpoint is a problem.
+    std::fs::write(d.path().join(HEAD_FILE), b"x").unwrap();
+    assert!(problems(d.path()).iter().any(|p| p.starts_with(HEAD_FILE)));
+}
