@@ -259,3 +259,69 @@ fn kill_9_under_load_loses_no_acknowledged_record() {
     assert!(received.iter().all(|c| after.iter().any(|r| r["what"]["credential_id"] == c.as_str())));
     s.stop();
 }
+
+/// The node API path: an agent's attestation, the X.509-SVIDs it mints for workloads
+/// and JWT-SVIDs, and a refusal by authority model, each recorded with who asked.
+#[test]
+fn agent_attestation_issuance_and_denials_are_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("s"));
+    let (agent, agent_id) = common::enrol(
+        &s,
+        tmp.path(),
+        &[("web", &[]), ("assistant", &["--metadata", "authority_model=delegated"])],
+    );
+    let web = format!("spiffe://{TD}/web");
+    let assistant = format!("spiffe://{TD}/assistant");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !agent.cli(&["agent", "fetch", "x509"]).status.success() {
+        assert!(Instant::now() < deadline, "no SVID from the agent: {}", agent.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = agent.cli(&["agent", "fetch", "jwt", "--audience", "calendar", "--spiffe-id", &web]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = agent.cli(&["agent", "fetch", "jwt", "--audience", "calendar", "--spiffe-id", &assistant]);
+    assert!(!out.status.success(), "a delegated workload gets no plain JWT-SVID");
+    let dir = audit_dir(&s);
+
+    let att = query(&dir, &["--kind", "attestation"]);
+    assert_eq!(att.len(), 1, "{att:?}");
+    assert_eq!(att[0]["who"]["spiffe_id"], agent_id.as_str());
+    assert_eq!(att[0]["who"]["attestor"], "join_token");
+    assert_eq!(att[0]["who"]["evidence_sha256"].as_str().unwrap().len(), 64, "a digest, never the token");
+    assert!(att[0]["who"]["selectors"][0].as_str().unwrap().starts_with("join_token:"));
+    assert_eq!(att[0]["what"]["credential_type"], "agent-svid");
+
+    let issued = query(&dir, &["--spiffe-id", &web, "--kind", "issuance"]);
+    let x509 =
+        issued.iter().find(|r| r["what"]["credential_type"] == "x509-svid").expect("X.509-SVID record");
+    assert_eq!(x509["who"]["agent_id"], agent_id.as_str());
+    assert!(!x509["what"]["entry_id"].as_str().unwrap().is_empty());
+    assert!(x509["what"]["credential_id"].as_str().is_some_and(|s| !s.is_empty()));
+    let jwt = issued.iter().find(|r| r["what"]["credential_type"] == "jwt-svid").expect("JWT-SVID record");
+    assert_eq!(jwt["what"]["audience"], serde_json::json!(["calendar"]));
+    assert!(jwt["key_id"].as_str().is_some_and(|s| !s.is_empty()));
+
+    // Refusals are queued for the next commit rather than awaited: give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let denied = loop {
+        let d = query(&dir, &["--spiffe-id", &assistant, "--kind", "denial"]);
+        if !d.is_empty() {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "the refusal was never recorded");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(denied[0]["why"]["decision"], "deny");
+    assert_eq!(denied[0]["what"]["authority_model"], "delegated");
+    assert!(denied[0]["why"]["reason"].as_str().unwrap().contains("is delegated"), "{:?}", denied[0]);
+    assert!(
+        query(&dir, &["--spiffe-id", &assistant, "--kind", "issuance"])
+            .iter()
+            .all(|r| r["what"]["credential_type"] != "jwt-svid")
+    );
+    let (ok, text) = verify(&dir, &[]);
+    assert!(ok, "{text}");
+    drop(agent);
+    s.stop();
+}
