@@ -13,7 +13,10 @@
 //! - entry propagation: from the admin `CreateEntry` call returning to the new SVID
 //!   arriving on an already open FetchX509SVID stream;
 //! - agent memory per cached X.509-SVID (resident-set growth of an agent process
-//!   that receives N entries, divided by N).
+//!   that receives N entries, divided by N);
+//! - issuance throughput with the audit log on and off (`--audit-only` runs just this):
+//!   two servers, one with `[audit] enabled = false`, each minting JWT- and X.509-SVIDs
+//!   through the admin API from concurrent clients, back to back.
 //!
 //! Timing lives here, never in tests.
 use std::path::{Path, PathBuf};
@@ -57,6 +60,12 @@ struct Opts {
     /// The `ferrid` binary (default: next to this one).
     #[arg(long)]
     ferrid: Option<PathBuf>,
+    /// Only the issuance throughput with the audit log on and off.
+    #[arg(long)]
+    audit_only: bool,
+    /// Concurrent clients of the issuance runs.
+    #[arg(long, default_value_t = 16)]
+    issuance_clients: usize,
 }
 
 const TD: &str = "bench.ferrid.local";
@@ -95,6 +104,9 @@ async fn run(opts: Opts) -> Result<()> {
         ferrid.display()
     );
     let tmp = tempfile::tempdir()?;
+    if opts.audit_only {
+        return audit_comparison(&ferrid, tmp.path(), &opts).await;
+    }
     let uid = nix::unistd::getuid().as_raw();
     eprintln!("starting ferrid server …");
     let server = Proc::server(&ferrid, tmp.path())?;
@@ -173,6 +185,109 @@ async fn run(opts: Opts) -> Result<()> {
     drop(agent_b);
     drop(agent_a);
     drop(server);
+    println!();
+    audit_comparison(&ferrid, &tmp.path().join("audit"), &opts).await
+}
+
+/// Issuance throughput through the admin API with the audit log on and off: the same
+/// clients against two fresh servers, alternating twice so drift on a shared machine
+/// hits both alike.
+async fn audit_comparison(ferrid: &Path, dir: &Path, opts: &Opts) -> Result<()> {
+    let dur = Duration::from_secs(opts.seconds);
+    let clients = opts.issuance_clients;
+    let mut rows = Vec::new();
+    let mut best: std::collections::BTreeMap<(&str, bool), f64> = Default::default();
+    for round in 0..2 {
+        for audit in [true, false] {
+            let d = dir.join(format!("{round}-{audit}"));
+            std::fs::create_dir_all(&d)?;
+            let extra = if audit { "" } else { "[audit]\nenabled = false\n" };
+            let server = Proc::server_with(ferrid, &d, extra)?;
+            for kind in ["MintJwtSvid", "MintX509Svid"] {
+                eprintln!(
+                    "{kind} via the admin API, audit {}, {clients} clients, {}s …",
+                    if audit { "on" } else { "off" },
+                    opts.seconds
+                );
+                let r = issuance(&server.admin_socket, clients, dur, kind == "MintJwtSvid").await?;
+                let tput = r.calls as f64 / r.elapsed.as_secs_f64();
+                let e = best.entry((kind, audit)).or_default();
+                *e = e.max(tput);
+                rows.push(r.row(
+                    &format!(
+                        "{kind} (admin API), audit {}, round {}",
+                        if audit { "on" } else { "off" },
+                        round + 1
+                    ),
+                    clients,
+                ));
+            }
+            drop(server);
+        }
+    }
+    println!("| measurement | clients | calls | throughput (/s) | p50 | p99 | max |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for r in &rows {
+        println!("{r}");
+    }
+    println!();
+    for kind in ["MintJwtSvid", "MintX509Svid"] {
+        let (on, off) = (best[&(kind, true)], best[&(kind, false)]);
+        println!(
+            "{kind}: best of two rounds {on:.0}/s with the audit log, {off:.0}/s without: {:+.1} %.",
+            (on / off - 1.0) * 100.0
+        );
+    }
+    Ok(())
+}
+
+/// `clients` admin connections minting back to back for `dur`.
+async fn issuance(socket: &Path, clients: usize, dur: Duration, jwt: bool) -> Result<Latency> {
+    let mut conns = Vec::with_capacity(clients);
+    for i in 0..clients {
+        let mut c = admin_client(socket).await?;
+        mint(&mut c, jwt, i, 0).await?;
+        conns.push(c);
+    }
+    let start = Arc::new(tokio::sync::Barrier::new(clients + 1));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, mut c) in conns.into_iter().enumerate() {
+        let start = start.clone();
+        tasks.spawn(async move {
+            start.wait().await;
+            let until = Instant::now() + dur;
+            let mut lat = Vec::new();
+            let mut n = 0;
+            while Instant::now() < until {
+                n += 1;
+                let t = Instant::now();
+                mint(&mut c, jwt, i, n).await?;
+                lat.push(t.elapsed());
+            }
+            anyhow::Ok(lat)
+        });
+    }
+    start.wait().await;
+    let began = Instant::now();
+    collect(tasks, began).await
+}
+
+async fn mint(c: &mut AdminClient<Channel>, jwt: bool, client: usize, n: usize) -> Result<()> {
+    let spiffe_id = format!("spiffe://{TD}/issue/{client}/{n}");
+    if jwt {
+        let r = c
+            .mint_jwt_svid(apb::MintJwtSvidRequest { spiffe_id, audience: vec!["bench".into()], ttl: 0 })
+            .await?
+            .into_inner();
+        ensure!(!r.token.is_empty(), "empty JWT-SVID");
+    } else {
+        // A CSR-less request: the server generates the key too, as `ferrid x509 mint` does.
+        let r = c
+            .mint_x509_svid(apb::MintX509SvidRequest { spiffe_id, ..Default::default() })
+            .await?
+            .into_inner();
+        ensure!(r.svid.is_some(), "no X.509-SVID");
+    }
     Ok(())
 }
 
@@ -219,6 +334,11 @@ fn free_port() -> Result<u16> {
 
 impl Proc {
     fn server(ferrid: &Path, dir: &Path) -> Result<Proc> {
+        Self::server_with(ferrid, dir, "")
+    }
+
+    /// A server whose configuration ends with `extra` (TOML sections).
+    fn server_with(ferrid: &Path, dir: &Path, extra: &str) -> Result<Proc> {
         let node = format!("127.0.0.1:{}", free_port()?);
         let admin_socket = dir.join("admin.sock");
         let cfg = dir.join("server.toml");
@@ -226,7 +346,7 @@ impl Proc {
             &cfg,
             format!(
                 "trust_domain = \"{TD}\"\ndata_dir = \"{d}/server\"\nbind_address = \"{node}\"\n\
-                 health_address = \"\"\nadmin_socket = \"{s}\"\n[log]\nlevel = \"warn\"\n",
+                 health_address = \"\"\nadmin_socket = \"{s}\"\n[log]\nlevel = \"warn\"\n{extra}",
                 d = dir.display(),
                 s = admin_socket.display()
             ),

@@ -272,6 +272,7 @@ impl Admin for AdminService {
         request: Request<pb::MintX509SvidRequest>,
     ) -> Result<Response<pb::MintX509SvidResponse>, Status> {
         self.authorize(&request)?;
+        let who = crate::audit::admin_who(&request);
         let r = request.into_inner();
         let id = self.in_domain(parse_id("spiffe_id", &r.spiffe_id)?)?;
         let ttl = self.requested_ttl(r.ttl)?;
@@ -290,8 +291,13 @@ impl Admin for AdminService {
             .map_err(ca_status)?;
         self.shared.metrics.issued.with_label_values(&["x509"]).inc();
         tracing::info!(spiffe_id = %id, not_after = svid.not_after, "operator minted X.509-SVID");
+        let wire = x509_to_proto(&svid, None);
+        let now = self.shared.now();
+        self.shared
+            .audit(crate::audit::x509(ferrid_audit::RecordKind::Issuance, who, &wire, "x509-svid", None, now))
+            .await?;
         Ok(Response::new(pb::MintX509SvidResponse {
-            svid: Some(x509_to_proto(&svid, None)),
+            svid: Some(wire),
             private_key: key.map(|k| k.to_vec()).unwrap_or_default(),
             bundle: Some(bundle_to_proto(&self.shared.bundle())),
         }))
@@ -302,6 +308,7 @@ impl Admin for AdminService {
         request: Request<pb::MintJwtSvidRequest>,
     ) -> Result<Response<tpb::JwtSvid>, Status> {
         self.authorize(&request)?;
+        let who = crate::audit::admin_who(&request);
         let r = request.into_inner();
         let id = self.in_domain(parse_id("spiffe_id", &r.spiffe_id)?)?;
         let ttl = self.requested_ttl(r.ttl)?;
@@ -312,6 +319,19 @@ impl Admin for AdminService {
             .map_err(ca_status)?;
         self.shared.metrics.issued.with_label_values(&["jwt"]).inc();
         tracing::info!(spiffe_id = %id, jti = %svid.jti, "operator minted JWT-SVID");
+        let rec = crate::audit::jwt(
+            ferrid_audit::RecordKind::Issuance,
+            who,
+            "jwt-svid",
+            &id.to_string(),
+            &svid.jti,
+            &svid.kid,
+            &r.audience,
+            svid.issued_at,
+            svid.expires_at,
+            None,
+        );
+        self.shared.audit(rec).await?;
         Ok(Response::new(jwt_to_proto(&svid, "")))
     }
 }

@@ -98,6 +98,9 @@ pub struct ServerConfig {
     /// Revocation feed listeners and push receivers (`[revocation]`).
     #[serde(default)]
     pub revocation: crate::revocation::RevocationSection,
+    /// The tamper-evident audit log (`[audit]`).
+    #[serde(default)]
+    pub audit: crate::audit::AuditSection,
 }
 
 /// Where CA private keys are kept.

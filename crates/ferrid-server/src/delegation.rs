@@ -430,6 +430,7 @@ async fn mint(
             .await
             .map_err(crate::error::store_status)?;
     }
+    shared.audit(crate::audit::delegated(actor, subject, audience, task, &actors, &svid)).await?;
     shared.metrics.issued.with_label_values(&["delegation"]).inc();
     tracing::info!(
         actor = %actor.id,
@@ -474,7 +475,7 @@ pub(crate) async fn exchange(
     let (subject, task, scope) = r.map_err(|e| {
         shared.metrics.issue_failures.with_label_values(&["delegation", e.code()]).inc();
         tracing::warn!(actor = %actor.id, error = e.code(), reason = e.message(), "token exchange refused");
-        e.into_status()
+        shared.deny(crate::audit::actor_denial(actor, "delegation-token"), e.into_status())
     })?;
     let ttl = ttl_cap(req.ttl, actor.jwt_ttl, shared.cfg.raw.svid.jwt_ttl)
         .min(Duration::from_secs(u64::try_from(subject.exp - now).unwrap_or(0)));
@@ -681,7 +682,8 @@ pub(crate) async fn task_token(
         }
         Ok(task)
     })();
-    let task = r.map_err(OAuthError::into_status)?;
+    let task =
+        r.map_err(|e| shared.deny(crate::audit::actor_denial(actor, "task-token"), e.into_status()))?;
     let ttl =
         ttl_cap(req.ttl, actor.jwt_ttl, shared.cfg.raw.svid.jwt_ttl).min(shared.cfg.raw.delegation.task_ttl);
     crate::policy::decide(

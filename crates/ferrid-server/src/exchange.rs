@@ -195,7 +195,7 @@ impl Exchange for ExchangeService {
         let fail = |e: AttestError| {
             shared.metrics.attest_failures.with_label_values(&[name, e.reason()]).inc();
             tracing::warn!(attestor = name, reason = e.reason(), error = %e, "exchange: token refused");
-            attest_status(&e)
+            shared.deny(crate::audit::evidence_denial(name, token.as_bytes(), None), attest_status(&e))
         };
         let attested =
             attestor.attest(token.as_bytes(), &mut NoChallenges, shared.clock.now()).await.map_err(fail)?;
@@ -294,6 +294,9 @@ impl Exchange for ExchangeService {
                 Err(e) => return Err(store_status(e)),
             }
         }
+        let who = crate::audit::attested_who(&attested_id, name, &selectors, token.as_bytes());
+        let recs = crate::audit::exchanged(who, &entry, x509.as_ref(), jwt.as_ref(), &req.jwt_audience, now);
+        shared.audit_all(recs).await?;
         if x509.is_some() {
             shared.metrics.issued.with_label_values(&["x509"]).inc();
         }

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+pub mod audit;
 pub mod config;
 pub mod delegation;
 mod error;
@@ -309,9 +310,13 @@ pub async fn start(cfg: ValidatedConfig, clock: Arc<dyn Clock>) -> Result<Server
 
     let (tls_cfg, mut cert_from, mut cert_until) = build_tls(&ca, &cfg)?;
     let metrics = metrics::Metrics::new();
+    let audit_log = audit::open(&cfg.raw, clock.clone())
+        .await
+        .map_err(|e| ServerError::Other(format!("audit log: {e}")))?;
     let shared = Arc::new(
         Shared::load(cfg.clone(), ca, store, attestors, exchange, idps, policy, clock, metrics, tls_cfg)
-            .await?,
+            .await?
+            .with_audit(audit_log),
     );
     shared.metrics.entries.set(i64::try_from(shared.entries().by_id.len()).unwrap_or(i64::MAX));
     shared.metrics.bundle_sequence.set(i64::try_from(shared.bundle().sequence).unwrap_or(i64::MAX));

@@ -110,10 +110,13 @@ impl NodeService {
         let idx = self.shared.entries();
         let allowed = idx.authorized(agent, &self.shared.server_id, self.shared.now());
         allowed.into_iter().find(|e| e.id.0 == entry_id).ok_or_else(|| {
-            Status::permission_denied(format!(
-                "agent {} is not authorized for entry {entry_id:?}",
-                agent.spiffe_id
-            ))
+            self.shared.deny(
+                crate::audit::unauthorized(agent, entry_id, None),
+                Status::permission_denied(format!(
+                    "agent {} is not authorized for entry {entry_id:?}",
+                    agent.spiffe_id
+                )),
+            )
         })
     }
 
@@ -230,7 +233,10 @@ impl NodeService {
         let fail = |e: AttestError| {
             shared.metrics.attest_failures.with_label_values(&[name, e.reason()]).inc();
             tracing::warn!(attestor = name, reason = e.reason(), error = %e, "node attestation failed");
-            attest_status(&e)
+            shared.deny(
+                crate::audit::evidence_denial(name, &data.payload, Some("agent-svid")),
+                attest_status(&e),
+            )
         };
         if data.payload.len() > MAX_PAYLOAD {
             return Err(fail(AttestError::TooLarge { limit: MAX_PAYLOAD, got: data.payload.len() }));
@@ -260,6 +266,12 @@ impl NodeService {
             }
         }
         let now = shared.now();
+        let who = crate::audit::attested_who(
+            &agent_id,
+            name,
+            &selectors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            &data.payload,
+        );
         // Mint first (this validates the CSR), then consume the evidence: a bad CSR must
         // not burn a one-time token, and a replay must not get a certificate.
         let agent = AgentRecord {
@@ -291,6 +303,9 @@ impl NodeService {
             }
         }
         let wire = self.record_agent(agent, &svid).await?;
+        let rec =
+            crate::audit::x509(ferrid_audit::RecordKind::Attestation, who, &wire, "agent-svid", None, now);
+        shared.audit(rec).await?;
         shared.metrics.attestations.with_label_values(&[name]).inc();
         tracing::info!(agent = %agent_id, attestor = name, "agent attested");
         Ok(pb::AttestResult {
@@ -382,7 +397,11 @@ impl Node for NodeService {
     ) -> Result<Response<pb::RenewAgentResponse>, Status> {
         let agent = self.authenticate(&request)?;
         let svid = self.mint_agent_svid(&agent.spiffe_id, &request.into_inner().csr)?;
+        let who = crate::audit::agent_who(&agent);
         let wire = self.record_agent(agent, &svid).await?;
+        let now = self.shared.now();
+        let rec = crate::audit::x509(ferrid_audit::RecordKind::Issuance, who, &wire, "agent-svid", None, now);
+        self.shared.audit(rec).await?;
         Ok(Response::new(pb::RenewAgentResponse { svid: Some(wire) }))
     }
 
@@ -401,7 +420,7 @@ impl Node for NodeService {
         }
         let idx = self.shared.entries();
         let allowed = idx.authorized(&agent, &self.shared.server_id, self.shared.now());
-        let results = params
+        let results: Vec<pb::X509SvidResult> = params
             .into_iter()
             .map(|p| {
                 let outcome = allowed
@@ -427,6 +446,7 @@ impl Node for NodeService {
                 }
             })
             .collect();
+        self.shared.audit_x509_batch(&agent, &allowed, &results).await?;
         Ok(Response::new(pb::BatchMintX509SvidsResponse { results }))
     }
 
@@ -439,16 +459,16 @@ impl Node for NodeService {
         let entry = self.authorized_entry(&agent, &req.entry_id)?;
         match entry.authority_model() {
             Some(ferrid_types::AuthorityModel::Delegated) => {
-                return Err(Status::permission_denied(format!(
+                return Err(self.shared.deny(crate::audit::entry_denial(&agent, &entry, "jwt-svid"), Status::permission_denied(format!(
                     "{} is delegated: it acts only for a principal, so its JWT credentials come from token exchange with a subject token",
                     entry.spiffe_id
-                )));
+                ))));
             }
             Some(ferrid_types::AuthorityModel::Bounded) => {
-                return Err(Status::permission_denied(format!(
+                return Err(self.shared.deny(crate::audit::entry_denial(&agent, &entry, "jwt-svid"), Status::permission_denied(format!(
                     "{} is bounded: its JWT credentials are task tokens (IssueTaskToken, or token exchange with a task)",
                     entry.spiffe_id
-                )));
+                ))));
             }
             _ => {}
         }
@@ -476,6 +496,21 @@ impl Node for NodeService {
             })?;
         self.shared.metrics.issued.with_label_values(&["jwt"]).inc();
         self.shared.metrics.latency.with_label_values(&["jwt"]).observe(started.elapsed().as_secs_f64());
+        let who = crate::audit::entry_who(&agent, &entry);
+        let (id, aud) = (entry.spiffe_id.to_string(), &req.audience);
+        let rec = crate::audit::jwt(
+            ferrid_audit::RecordKind::Issuance,
+            who,
+            "jwt-svid",
+            &id,
+            &svid.jti,
+            &svid.kid,
+            aud,
+            svid.issued_at,
+            svid.expires_at,
+            Some(&entry),
+        );
+        self.shared.audit(rec).await?;
         Ok(Response::new(pb::MintJwtSvidResponse { svid: Some(jwt_to_proto(&svid, &entry.hint)) }))
     }
 
@@ -525,6 +560,21 @@ impl Node for NodeService {
         self.shared.metrics.issued.with_label_values(&["wit"]).inc();
         self.shared.metrics.latency.with_label_values(&["wit"]).observe(started.elapsed().as_secs_f64());
         tracing::debug!(spiffe_id = %entry.spiffe_id, entry = %entry.id, expires_at = svid.expires_at, "minted WIT-SVID");
+        let who = crate::audit::entry_who(&agent, &entry);
+        let id = entry.spiffe_id.to_string();
+        let rec = crate::audit::jwt(
+            ferrid_audit::RecordKind::Issuance,
+            who,
+            "wit-svid",
+            &id,
+            &svid.jti,
+            &svid.kid,
+            &[],
+            svid.issued_at,
+            svid.expires_at,
+            Some(&entry),
+        );
+        self.shared.audit(rec).await?;
         Ok(Response::new(pb::MintWitSvidResponse {
             token: svid.token,
             spiffe_id: svid.spiffe_id.to_string(),

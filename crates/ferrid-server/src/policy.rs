@@ -113,6 +113,10 @@ pub(crate) fn decide(
         return Ok(shared.policy.hash());
     }
     let td = shared.td.to_string();
+    let denial = shared
+        .audit
+        .as_ref()
+        .map(|_| crate::audit::policy_denial(who, credential, kind, action, audience, ttl, &facts));
     let (task_id, task_purpose) = facts.task.unwrap_or_default();
     let req = Request {
         principal: Principal {
@@ -160,10 +164,17 @@ pub(crate) fn decide(
         reason = %why,
         "denied by policy"
     );
-    Err(Status::permission_denied(format!(
+    let status = Status::permission_denied(format!(
         "denied by policy: {} {} for {credential}: {why} (policy set {})",
         who.spiffe_id,
         action.as_str(),
         &d.policy_hash[..d.policy_hash.len().min(12)]
-    )))
+    ));
+    Err(match denial {
+        Some(mut rec) => {
+            rec.why.policy_hash = Some(d.policy_hash.clone());
+            shared.deny(rec, status)
+        }
+        None => status,
+    })
 }

@@ -126,6 +126,8 @@ pub(crate) struct Shared {
     pub(crate) revocations: crate::revocation::Revocations,
     /// SSF poll receivers' queues.
     pub(crate) polls: crate::ssf::PollQueues,
+    /// The audit log (`None` when `audit.enabled = false`); see `crate::audit`.
+    pub(crate) audit: Option<ferrid_audit::AuditLog>,
 }
 
 impl Shared {
@@ -168,6 +170,7 @@ impl Shared {
             tls: ArcSwap::from_pointee(tls),
             revocations: crate::revocation::Revocations::new(revocations),
             polls: crate::ssf::PollQueues::default(),
+            audit: None,
         })
     }
 

@@ -52,6 +52,9 @@ enum Command {
     /// Revoke credentials, a task, an agent, an entry, a SPIFFE ID or a delegation;
     /// `revoke list` shows what is in force.
     Revoke(crate::revoke_cmd::RevokeArgs),
+    /// Verify and query the server's tamper-evident audit log, offline.
+    #[command(subcommand)]
+    Audit(crate::audit_cmd::AuditCmd),
 }
 
 #[derive(Debug, Args)]
@@ -360,6 +363,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<()> {
         Command::Dev(args) => crate::dev::run(args).await,
         Command::Policy(cmd) => crate::policy_cmd::run(cmd),
         Command::Revoke(a) => crate::revoke_cmd::run(a).await,
+        Command::Audit(cmd) => crate::audit_cmd::run(cmd),
         Command::Entry(cmd) => entry(cmd).await,
         Command::Token(TokenCmd::Exchange(a)) => crate::exchange_cmd::token_exchange(a).await,
         Command::Token(TokenCmd::Task(a)) => crate::exchange_cmd::task_token(a).await,

@@ -3,6 +3,7 @@
 
 mod admin_client;
 mod agent_cmd;
+mod audit_cmd;
 mod cli;
 mod dev;
 mod exchange_cmd;
