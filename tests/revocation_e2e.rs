@@ -94,7 +94,7 @@ async fn revocations_reach_agents_pollers_and_push_receivers() {
              [[revocation.push]]\nurl = \"{push_url}\"\n"
         ),
     );
-    let (agent, _agent_id) = enrol(&server, tmp.path(), &[("web", &[])]);
+    let (agent, agent_id) = enrol(&server, tmp.path(), &[("web", &[])]);
     let (serial, _) = eventually(30, "first SVID", || async { current_svid(&agent, tmp.path()) }).await;
     let iss = format!("spiffe://{TD}/ferrid/server");
     let aud = format!("spiffe://{TD}");
@@ -194,9 +194,38 @@ async fn revocations_reach_agents_pollers_and_push_receivers() {
         "heartbeats keep an idle receiver fresh"
     );
 
-    // `revoke list` shows both; revoking the same serial again is refused.
+    // Evicting the agent revokes its own SVID and, from the audit log, every live
+    // credential issued through it: the workload's current X.509-SVID among them.
+    let r3 = server.json(&["revoke", "--agent", &agent_id, "--reason", "node compromised"]);
+    let values: Vec<(&str, &str)> = r3["revocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["kind"].as_str().unwrap(), v["value"].as_str().unwrap()))
+        .collect();
+    assert!(values.contains(&("x509", third.as_str())), "the workload's live SVID: {values:?}");
+    assert!(
+        r3["revocations"].as_array().unwrap().iter().any(|v| v["spiffe_id"] == agent_id.as_str()),
+        "the agent's own SVID: {r3}"
+    );
+    let agent_rec = server.json(&["agent", "show", "--spiffe-id", &agent_id]);
+    assert_eq!(agent_rec["agents"][0]["banned"], true, "{agent_rec}");
+    // The revocation itself is in the audit log, with who asked and why.
+    let audit_dir = tmp.path().join("data/audit");
+    let q = server.ok(&["audit", "query", "--dir", audit_dir.to_str().unwrap(), "--kind", "revocation"]);
+    let recs: Vec<Value> = q.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(recs.len(), 3, "{q}");
+    assert!(recs[2]["why"]["reason"].as_str().unwrap().contains("node compromised"), "{q}");
+    assert!(
+        recs[2]["what"]["revoked"].as_array().unwrap().iter().any(|v| v == &json!(format!("x509:{third}")))
+    );
+
+    // `revoke list` shows all; revoking the same serial again is refused.
     let list = server.json(&["revoke", "list"]);
-    assert_eq!(list["revocations"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        list["revocations"].as_array().unwrap().len(),
+        2 + r3["revocations"].as_array().unwrap().len()
+    );
     let again = server.cli(&["revoke", "--serial", &serial]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already revoked"));

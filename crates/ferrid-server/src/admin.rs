@@ -216,12 +216,14 @@ impl Admin for AdminService {
         request: Request<pb::EvictAgentRequest>,
     ) -> Result<Response<tpb::Agent>, Status> {
         self.authorize(&request)?;
+        let who = crate::audit::admin_who(&request);
         let id = parse_id("spiffe_id", &request.into_inner().spiffe_id)?;
         // Eviction is revocation by agent: the ban, its SVID and what it was issued.
         match crate::revocation::revoke(
             &self.shared,
             crate::revocation::Target::Agent(id.clone()),
             "agent evicted",
+            who,
         )
         .await
         {
@@ -239,9 +241,10 @@ impl Admin for AdminService {
         request: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::RevokeResponse>, Status> {
         self.authorize(&request)?;
+        let who = crate::audit::admin_who(&request);
         let r = request.into_inner();
         let target = crate::revocation::Target::from_proto(r.target)?;
-        let (txn, records) = crate::revocation::revoke(&self.shared, target, r.reason.trim()).await?;
+        let (txn, records) = crate::revocation::revoke(&self.shared, target, r.reason.trim(), who).await?;
         Ok(Response::new(pb::RevokeResponse {
             txn,
             revocations: records.iter().map(crate::revocation::info).collect(),

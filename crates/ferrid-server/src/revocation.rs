@@ -267,6 +267,7 @@ pub(crate) async fn revoke(
     shared: &Shared,
     target: Target,
     reason: &str,
+    who: ferrid_audit::Who,
 ) -> Result<(String, Vec<RevocationRecord>), Status> {
     if reason.len() > 1024 || reason.chars().any(char::is_control) {
         return Err(Status::invalid_argument("reason must be at most 1,024 printable characters"));
@@ -325,6 +326,13 @@ pub(crate) async fn revoke(
                     spiffe_id: id.to_string(),
                     expires_at: agent.svid_expires_at,
                 });
+            }
+            // Everything issued through the agent that is still live, from the audit log.
+            for (kind, value, holder, expires_at) in issued_through(shared, id, now, horizon).await? {
+                match kind {
+                    RevocationKind::Jwt => jwt_roots.push(value),
+                    _ => items.push(Item { kind, value, spiffe_id: holder, expires_at }),
+                }
             }
         }
         Target::Task(t) => {
@@ -426,8 +434,76 @@ pub(crate) async fn revoke(
     drop(_w);
     shared.notify();
     shared.metrics.revocations.inc_by(records.len() as u64);
+    // The revocation is in force; the record of who did it follows.
+    let rec = ferrid_audit::AuditRecord {
+        kind: ferrid_audit::RecordKind::Revocation,
+        who,
+        what: ferrid_audit::What {
+            revoked: records.iter().map(|r| format!("{}:{}", r.kind.as_str(), r.value)).collect(),
+            ..Default::default()
+        },
+        why: ferrid_audit::Why {
+            reason: Some(format!(
+                "{target:?} (operation {txn}){}",
+                if reason.is_empty() { String::new() } else { format!(": {reason}") }
+            )),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    shared.audit(rec).await.map_err(|s| {
+        Status::unavailable(format!(
+            "the revocation (operation {txn}) is in force and published, but its audit record failed: {}",
+            s.message()
+        ))
+    })?;
     tracing::warn!(txn = %txn, target = ?target, revoked = records.len(), reason, "revoked");
     Ok((txn, records))
+}
+
+/// The credentials the audit log says were issued through `agent` and are still live:
+/// (kind, serial or jti, holder, expiry). Without the audit log only the agent's own
+/// SVID can be revoked, and the server says so.
+async fn issued_through(
+    shared: &Shared,
+    agent: &SpiffeId,
+    now: i64,
+    horizon: i64,
+) -> Result<Vec<(RevocationKind, String, String, i64)>, Status> {
+    let Some(log) = &shared.audit else {
+        tracing::warn!(agent = %agent, "audit log disabled: only the agent's own SVID is revoked, not what it was issued");
+        return Ok(Vec::new());
+    };
+    let since = now - (horizon - now);
+    let records = log.records_since(since).await.map_err(|e| {
+        Status::unavailable(format!("reading the audit log for the agent's credentials: {e}"))
+    })?;
+    let agent = agent.to_string();
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for r in records {
+        if r.kind != ferrid_audit::RecordKind::Issuance || r.who.agent_id.as_deref() != Some(agent.as_str()) {
+            continue;
+        }
+        let (Some(id), Some(kind), Some(exp)) =
+            (r.what.credential_id, r.what.credential_type, r.what.expires_at)
+        else {
+            continue;
+        };
+        if exp < now {
+            continue;
+        }
+        let kind = match kind.as_str() {
+            "x509-svid" => RevocationKind::X509,
+            "jwt-svid" | "wit-svid" | "delegation-token" | "task-token" => RevocationKind::Jwt,
+            _ => continue,
+        };
+        let value = if kind == RevocationKind::X509 { normalize_serial(&id) } else { id };
+        if seen.insert(value.clone()) {
+            out.push((kind, value, r.what.spiffe_id.unwrap_or_default(), exp));
+        }
+    }
+    Ok(out)
 }
 
 /// The SET claims for a record (docs/revocation.md).
