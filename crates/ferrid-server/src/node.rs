@@ -99,6 +99,7 @@ impl NodeService {
         if agent.banned {
             return Err(Status::permission_denied(format!("agent {id} has been evicted")));
         }
+        crate::revocation::check_peer(&self.shared, leaf.as_ref(), &id)?;
         Ok(agent)
     }
 
