@@ -53,7 +53,7 @@ pub(crate) fn covers_jwt(r: &Revocation, jti: &str, id: &str, iat: i64) -> bool 
 }
 
 /// Marks every covered X.509-SVID revoked and due (the sync loop mints replacements
-/// and drops what it cannot replace) and forgets covered JWT-SVIDs. Returns how many
+/// and drops what it cannot replace) and forgets covered JWT-SVIDs and WIT-SVIDs. Returns how many
 /// credentials were affected.
 pub(crate) fn apply(shared: &Shared, revs: &[Revocation]) -> usize {
     if revs.is_empty() {
@@ -73,7 +73,9 @@ pub(crate) fn apply(shared: &Shared, revs: &[Revocation]) -> usize {
     if hit > 0 {
         shared.svids.store(std::sync::Arc::new(svids));
     }
-    hit += shared.jwt_cache.forget(|jti, id, iat| revs.iter().any(|r| covers_jwt(r, jti, id, iat)));
+    let covered = |jti: &str, id: &str, iat: i64| revs.iter().any(|r| covers_jwt(r, jti, id, iat));
+    hit += shared.jwt_cache.forget(covered);
+    hit += shared.wit_cache.forget(covered);
     hit
 }
 

@@ -56,7 +56,7 @@ struct CachedJwt {
 }
 
 /// A JWT's claims, read without verification (the token came from our server).
-fn token_claims(token: &str) -> serde_json::Map<String, serde_json::Value> {
+pub(crate) fn token_claims(token: &str) -> serde_json::Map<String, serde_json::Value> {
     use base64::Engine;
     token
         .split('.')
@@ -545,6 +545,26 @@ mod tests {
         assert_eq!(c.get(&key(1, &["a"]), 1150), None, "half-life reached: mint a fresh one");
         assert_eq!(c.get(&key(2, &["a"]), 1001), None, "entry changed");
         assert_eq!(c.get(&key(1, &["a", "b"]), 1001), None, "other audience");
+    }
+
+    #[test]
+    fn jwt_cache_forgets_revoked_tokens() {
+        use base64::Engine;
+        let tok = |jti: &str, sub: &str, iat: i64| {
+            let p = serde_json::json!({"jti": jti, "sub": sub, "iat": iat}).to_string();
+            format!("e30.{}.sig", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(p))
+        };
+        let c = JwtCache::default();
+        c.put(key(1, &["a"]), tok("j1", "spiffe://td/a", 100), 100, 400, 100);
+        c.put(key(1, &["b"]), tok("j2", "spiffe://td/a", 150), 150, 400, 150);
+        c.put(key(2, &["a"]), tok("j3", "spiffe://td/b", 100), 100, 400, 100);
+        // By jti.
+        assert_eq!(c.forget(|jti, _, _| jti == "j3"), 1);
+        assert_eq!(c.get(&key(2, &["a"]), 101), None);
+        // By SPIFFE ID cut-off: only tokens issued before it.
+        assert_eq!(c.forget(|_, sub, iat| sub == "spiffe://td/a" && iat < 120), 1);
+        assert_eq!(c.get(&key(1, &["a"]), 101), None);
+        assert!(c.get(&key(1, &["b"]), 151).is_some());
     }
 
     #[test]

@@ -60,6 +60,23 @@ impl WitCache {
         self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).cloned()
     }
 
+    /// Forgets every WIT `covered(jti, sub, iat)` selects (a revocation); returns how
+    /// many. Streams serving one mint a replacement when next woken.
+    pub(crate) fn forget(&self, covered: impl Fn(&str, &str, i64) -> bool) -> usize {
+        let mut map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = map.len();
+        map.retain(|_, w| {
+            let c = crate::workload::token_claims(&w.token);
+            let field = |n: &str| c.get(n).and_then(serde_json::Value::as_str).unwrap_or("");
+            !covered(
+                field("jti"),
+                field("sub"),
+                c.get("iat").and_then(serde_json::Value::as_i64).unwrap_or(0),
+            )
+        });
+        before - map.len()
+    }
+
     fn put(&self, key: WitKey, wit: Arc<CachedWit>, now: i64) {
         let mut map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // Expired WITs (and those of entries since changed or deleted) leave here.
