@@ -430,7 +430,9 @@ async fn mint(
             .await
             .map_err(crate::error::store_status)?;
     }
-    shared.audit(crate::audit::delegated(actor, subject, audience, task, &actors, &svid)).await?;
+    let mut rec = crate::audit::delegated(actor, subject, audience, task, &actors, &svid);
+    rec.what.parent_jti = parent_jti.map(str::to_owned);
+    shared.audit(rec).await?;
     shared.metrics.issued.with_label_values(&["delegation"]).inc();
     tracing::info!(
         actor = %actor.id,
