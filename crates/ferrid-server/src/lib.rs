@@ -259,6 +259,43 @@ pub(crate) fn exchange_attestors(
         .collect())
 }
 
+/// Accepts TCP connections on `listener` until `stop` changes. Each TLS handshake runs
+/// in its own task (bounded by [`HANDSHAKE_TIMEOUT`]) with the configuration `config`
+/// returns at that moment, so a renewed server certificate applies to new connections;
+/// each completed stream goes to `tx`, wrapped by `wrap`.
+pub(crate) async fn accept_tls<T: Send + 'static>(
+    listener: TcpListener,
+    config: impl Fn() -> Arc<rustls::ServerConfig> + Send + 'static,
+    tx: mpsc::Sender<T>,
+    wrap: impl Fn(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, SocketAddr) -> T
+    + Send
+    + Sync
+    + Copy
+    + 'static,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => {
+                let Ok((tcp, remote)) = accepted else { continue };
+                // Small request/response messages: without this, Nagle and delayed ACKs
+                // add ~40 ms to pushes such as entry updates.
+                let _ = tcp.set_nodelay(true);
+                let acceptor = tokio_rustls::TlsAcceptor::from(config());
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => { let _ = tx.send(wrap(tls, remote)).await; }
+                        Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
+    }
+}
+
 /// Starts the server with `clock` as its source of time.
 pub async fn start(cfg: ValidatedConfig, clock: Arc<dyn Clock>) -> Result<ServerHandle, ServerError> {
     create_private_dir(&cfg.raw.data_dir)?;
@@ -332,30 +369,14 @@ pub async fn start(cfg: ValidatedConfig, clock: Arc<dyn Clock>) -> Result<Server
     let node_addr = listener.local_addr().map_err(io_err("reading node address"))?;
     let (conn_tx, conn_rx) = mpsc::channel::<Result<TlsConn, std::io::Error>>(128);
     {
-        let shared = shared.clone();
-        let mut stop = shutdown_rx.clone();
-        tasks.spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.changed() => return,
-                    accepted = listener.accept() => {
-                        let Ok((tcp, remote)) = accepted else { continue };
-                        // Small request/response messages: without this, Nagle and delayed
-                        // ACKs add ~40 ms to pushes such as entry updates.
-                        let _ = tcp.set_nodelay(true);
-                        let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.load_full());
-                        let conn_tx = conn_tx.clone();
-                        tokio::spawn(async move {
-                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                                Ok(Ok(tls)) => { let _ = conn_tx.send(Ok(TlsConn(tls))).await; }
-                                Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
-                                Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
-                            }
-                        });
-                    }
-                }
-            }
-        });
+        let tls_of = shared.clone();
+        tasks.spawn(accept_tls(
+            listener,
+            move || tls_of.tls.load_full(),
+            conn_tx,
+            |tls, _| Ok(TlsConn(tls)),
+            shutdown_rx.clone(),
+        ));
     }
     {
         let svc = NodeServer::new(node::NodeService { shared: shared.clone(), stop: shutdown_rx.clone() })

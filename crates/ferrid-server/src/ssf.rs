@@ -176,31 +176,18 @@ pub(crate) async fn serve(
         .map_err(io_err(format!("binding revocation.address {addr}")))?;
     let bound = listener.local_addr().map_err(io_err("reading the revocation address"))?;
     let (tx, rx) = mpsc::channel(64);
-    {
-        let shared = shared.clone();
-        let mut stop = stop.clone();
-        tasks.spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.changed() => return,
-                    accepted = listener.accept() => {
-                        let Ok((tcp, remote)) = accepted else { continue };
-                        let mut cfg = (*shared.tls.load_full()).clone();
-                        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-                        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-                        let tx = tx.clone();
-                        tokio::spawn(async move {
-                            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                                Ok(Ok(tls)) => { let _ = tx.send((tls, remote)).await; }
-                                Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
-                                Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
-                            }
-                        });
-                    }
-                }
-            }
-        });
-    }
+    let tls_of = shared.clone();
+    tasks.spawn(crate::accept_tls(
+        listener,
+        move || {
+            let mut cfg = (*tls_of.tls.load_full()).clone();
+            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Arc::new(cfg)
+        },
+        tx,
+        |tls, remote| (tls, remote),
+        stop.clone(),
+    ));
     let app = Router::new()
         .route("/ssf/poll/{receiver}", post(poll))
         .route("/bundle", get(bundle))
