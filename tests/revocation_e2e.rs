@@ -144,6 +144,33 @@ async fn revocations_reach_agents_pollers_and_push_receivers() {
     let other = poll(&ssf, &bundle_pem, "rp-2", &json!({"returnImmediately": true})).await;
     assert!(other["sets"].get(&set_id).is_some());
 
+    // ferrid-validate's RFC 8936 poll client (HTTPS, the server authenticated by its
+    // SPIFFE ID) brings the same revocation into a relying party's RevocationSet.
+    let td = spiffe::TrustDomain::new(TD).unwrap();
+    let rp_bundle = ferrid_validate::TrustBundle::from_spiffe_json(
+        td.clone(),
+        server.ok(&["bundle", "show", "--format", "jwks"]).as_bytes(),
+    )
+    .unwrap();
+    let rp_revocations = Arc::new(ferrid_validate::RevocationSet::new(Duration::from_secs(30)));
+    let rp_feed = ferrid_validate::feeds::Feed {
+        trust_domain: td,
+        bundles: Arc::new(ferrid_validate::BundleSet::of([rp_bundle])),
+        revocations: rp_revocations.clone(),
+        clock: Arc::new(ferrid_types::SystemClock),
+    };
+    let stale = rp_revocations.check_serial(&new_serial, &format!("spiffe://{TD}/web"), now(), now());
+    assert!(stale.unwrap_err().to_string().contains("stale"), "a feed never heard from fails closed");
+    let poller =
+        ferrid_validate::feeds::PollClient::new(rp_feed, &format!("https://{ssf}"), "validator").unwrap();
+    let out = poller.poll_once(&Default::default(), true).await.unwrap();
+    assert_eq!(out.applied, [set_id.clone()], "{out:?}");
+    let refused = rp_revocations.check_serial(&serial, "", 0, now()).unwrap_err();
+    assert!(refused.to_string().contains(&serial), "{refused}");
+    rp_revocations.check_serial(&new_serial, &format!("spiffe://{TD}/web"), now(), now()).unwrap();
+    let acked = poller.poll_once(&out, true).await.unwrap();
+    assert!(acked.applied.is_empty(), "acknowledged SETs are not sent again: {acked:?}");
+
     // A long poll is woken by a new revocation: revoke the whole SPIFFE ID meanwhile.
     let long = {
         let (ssf, bundle_pem) = (ssf.clone(), bundle_pem.clone());

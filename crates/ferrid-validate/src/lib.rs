@@ -14,8 +14,10 @@
 //! - `layer` (feature `tower`): a tower layer for JWT-SVID bearer tokens.
 //! - `feeds` (feature `feeds`): the revocation feeds (gRPC watch, RFC 8936 poll,
 //!   RFC 8935 push) and the HTTPS bundle endpoint client.
+//! - `workload_api` (feature `workload-api`): trust bundles kept fresh from the SPIFFE
+//!   Workload API.
 //!
-//! Features `rustls`, `tower` and `feeds` are on by default; with none of them the
+//! Features `rustls`, `tower`, `feeds` and `workload-api` are on by default; with none of them the
 //! crate is pure validation with no async runtime.
 //!
 //! Time is always passed in (Unix seconds, or an injected [`ferrid_types::Clock`]).
@@ -51,6 +53,8 @@ pub mod revocation;
 pub mod set;
 #[cfg(feature = "rustls")]
 pub mod tls;
+#[cfg(feature = "workload-api")]
+pub mod workload_api;
 pub mod x509;
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 //! file with `#[path]`, so the end-to-end test drives exactly this code).
 //!
 //! - [`Identity`]: this process's X.509-SVID and trust bundle from the agent's Workload
-//!   API (the `spiffe` crate's `X509Source` and `JwtSource`, both reconnecting), kept in
-//!   a [`SvidResolver`] and a [`BundleSet`], and the revocation feed followed with
+//!   API (`ferrid_validate::workload_api`, over the `spiffe` crate's reconnecting
+//!   sources), kept in a [`SvidResolver`] and a [`BundleSet`], and the revocation feed followed with
 //!   `ferrid_validate::feeds::watch` into a fail-closed [`RevocationSet`].
 //! - [`serve`]: the echo server, requiring a client SVID accepted by
 //!   [`SpiffeClientVerifier`] (exact SPIFFE ID, not revoked).
@@ -17,20 +17,18 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 use ferrid_types::{Clock, SpiffeId, SystemClock, TrustDomain};
 use ferrid_validate::feeds::{Feed, watch};
 use ferrid_validate::tls::{
     PeerError, SpiffeClientVerifier, SpiffeServerVerifier, SvidResolver, VerifierConfig, client_config,
     server_config,
 };
-use ferrid_validate::{
-    Authorizer, BundleSet, JwtKeySet, RevocationError, RevocationSet, TrustBundle, X509Bundle, authorize,
-};
+use ferrid_validate::workload_api::WorkloadApiBundles;
+use ferrid_validate::{Authorizer, BundleSet, RevocationError, RevocationSet, authorize};
 use rustls::client::ResolvesClientCert;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use spiffe::{JwtSource, X509Source};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::UnboundedSender;
@@ -149,6 +147,8 @@ pub(crate) struct Identity {
     pub(crate) revocations: Arc<RevocationSet>,
     clock: Arc<dyn Clock>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Keeps `bundles` current from the Workload API while the identity lives.
+    _wl: WorkloadApiBundles,
 }
 
 impl std::fmt::Debug for Identity {
@@ -165,34 +165,15 @@ impl Drop for Identity {
     }
 }
 
-/// The bundle of `td` from the two sources: X.509 authorities and JWT keys.
-fn bundle_from(td: &TrustDomain, x509: &X509Source, jwt: &JwtSource) -> Result<TrustBundle> {
-    let xb = x509
-        .bundle_set()?
-        .get(td)
-        .ok_or_else(|| anyhow!("the Workload API sent no X.509 bundle for {td}"))?;
-    let authorities = xb.authorities().iter().map(|c| c.as_bytes().to_vec()).collect();
-    let mut keys = JwtKeySet::new();
-    if let Some(jb) = jwt.try_bundle_for_trust_domain(td) {
-        for a in jb.jwt_authorities() {
-            let jwk: serde_json::Value = serde_json::from_slice(a.jwk_json())?;
-            keys.insert_jwk(&jwk)?;
-        }
-    }
-    Ok(TrustBundle::new(X509Bundle::new(td.clone(), authorities)?, keys))
-}
-
 impl Identity {
     /// Connects to the Workload API, takes the SVID and bundles, follows rotation and
     /// the revocation feed, and returns once the feed has been heard from.
     pub(crate) async fn start(opts: IdentityOptions) -> Result<Arc<Identity>> {
-        let (x509, jwt) = match &opts.endpoint {
-            Some(ep) => (
-                X509Source::builder().endpoint(ep).build().await?,
-                JwtSource::builder().endpoint(ep).build().await?,
-            ),
-            None => (X509Source::new().await?, JwtSource::new().await?),
-        };
+        // The Workload API keeps `bundles` current (X.509 authorities, and the JWT keys
+        // that verify the revocation feed's SETs); its X.509 source gives our SVID.
+        let bundles = Arc::new(BundleSet::new());
+        let wl = WorkloadApiBundles::start(opts.endpoint.as_deref(), bundles.clone()).await?;
+        let x509 = wl.x509_source().clone();
         let svid = x509.svid()?;
         let id = svid.spiffe_id().clone();
         let td = id.trust_domain().clone();
@@ -200,7 +181,6 @@ impl Identity {
         let serial = serial_of(&chain[0]);
         let resolver = Arc::new(SvidResolver::new(chain, svid.private_key().as_bytes().to_vec())?);
         let presenting = Arc::new(Presenting { svid: resolver.clone(), last: Mutex::new(String::new()) });
-        let bundles = Arc::new(BundleSet::of([bundle_from(&td, &x509, &jwt)?]));
         let revocations = Arc::new(RevocationSet::new(opts.max_staleness));
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         tracing::info!(
@@ -210,18 +190,13 @@ impl Identity {
         let current = Arc::new(Mutex::new(serial));
 
         let mut tasks = Vec::new();
-        // Rotation (and X.509 bundle changes).
+        // Rotation.
         tasks.push(tokio::spawn({
-            let (x509, jwt, td, resolver, current, bundles) =
-                (x509.clone(), jwt.clone(), td.clone(), resolver.clone(), current.clone(), bundles.clone());
+            let (x509, resolver, current) = (x509.clone(), resolver.clone(), current.clone());
             let pin = opts.pin_svid;
             async move {
                 let mut updates = x509.updated();
                 while updates.changed().await.is_ok() {
-                    match bundle_from(&td, &x509, &jwt) {
-                        Ok(b) => bundles.set(b),
-                        Err(e) => tracing::warn!("bundle update refused: {e:#}"),
-                    }
                     let Ok(svid) = x509.svid() else { continue };
                     let chain: Vec<Vec<u8>> = svid.cert_chain().iter().map(|c| c.as_bytes().to_vec()).collect();
                     let new = serial_of(&chain[0]);
@@ -248,19 +223,6 @@ impl Identity {
                 }
             }
         }));
-        // JWT bundle changes (the keys that verify the revocation SETs).
-        tasks.push(tokio::spawn({
-            let (x509, jwt, td, bundles) = (x509.clone(), jwt.clone(), td.clone(), bundles.clone());
-            async move {
-                let mut updates = jwt.updated();
-                while updates.changed().await.is_ok() {
-                    match bundle_from(&td, &x509, &jwt) {
-                        Ok(b) => bundles.set(b),
-                        Err(e) => tracing::warn!("bundle update refused: {e:#}"),
-                    }
-                }
-            }
-        }));
         // The revocation feed.
         let feed = Feed {
             trust_domain: td.clone(),
@@ -270,7 +232,18 @@ impl Identity {
         };
         tasks.push(tokio::spawn(watch::run(feed, opts.feed.clone())));
 
-        let me = Identity { id, td, svid: resolver, presenting, current, bundles, revocations, clock, tasks };
+        let me = Identity {
+            id,
+            td,
+            svid: resolver,
+            presenting,
+            current,
+            bundles,
+            revocations,
+            clock,
+            tasks,
+            _wl: wl,
+        };
         let mut waited = 0u64;
         while me.revocations.last_heard().is_none() {
             tokio::time::sleep(Duration::from_millis(100)).await;
