@@ -164,7 +164,7 @@ async fn revocations_reach_agents_pollers_and_push_receivers() {
     let poller =
         ferrid_validate::feeds::PollClient::new(rp_feed, &format!("https://{ssf}"), "validator").unwrap();
     let out = poller.poll_once(&Default::default(), true).await.unwrap();
-    assert_eq!(out.applied, [set_id.clone()], "{out:?}");
+    assert_eq!(out.applied, std::slice::from_ref(&set_id), "{out:?}");
     let refused = rp_revocations.check_serial(&serial, "", 0, now()).unwrap_err();
     assert!(refused.to_string().contains(&serial), "{refused}");
     rp_revocations.check_serial(&new_serial, &format!("spiffe://{TD}/web"), now(), now()).unwrap();
