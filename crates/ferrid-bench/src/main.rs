@@ -18,6 +18,10 @@
 //!   two servers, one with `[audit] enabled = false`, each minting JWT- and X.509-SVIDs
 //!   through the admin API from concurrent clients, back to back.
 //!
+//! - revocation propagation: from the admin `Revoke` call (what `ferrid revoke --jti`
+//!   sends) to a ferrid-validate relying party on the gRPC watch refusing the token
+//!   (`--revocation-only` runs just this).
+//!
 //! Timing lives here, never in tests.
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -63,6 +67,9 @@ struct Opts {
     /// Only the issuance throughput with the audit log on and off.
     #[arg(long)]
     audit_only: bool,
+    /// Only the revocation propagation.
+    #[arg(long)]
+    revocation_only: bool,
     /// Concurrent clients of the issuance runs.
     #[arg(long, default_value_t = 16)]
     issuance_clients: usize,
@@ -111,6 +118,20 @@ async fn run(opts: Opts) -> Result<()> {
     eprintln!("starting ferrid server …");
     let server = Proc::server(&ferrid, tmp.path())?;
     let mut admin = admin_client(&server.admin_socket).await?;
+    if opts.revocation_only {
+        eprintln!("revocation propagation, {} samples …", opts.revocation_samples);
+        let r = revocation(&mut admin, &server.node, opts.revocation_samples).await?;
+        println!("| measurement | samples | p50 | p99 | max |");
+        println!("| --- | --- | --- | --- | --- |");
+        println!(
+            "| revocation propagation (`ferrid revoke --jti` → refused by a ferrid-validate relying party) | {} | {} | {} | {} |",
+            r.n,
+            fmt_us(r.p50),
+            fmt_us(r.p99),
+            fmt_us(r.max)
+        );
+        return Ok(());
+    }
 
     // Agent A serves the latency and propagation clients: one entry for this uid.
     let agent_a = Proc::agent(&ferrid, &server, &mut admin, &tmp.path().join("a")).await?;
