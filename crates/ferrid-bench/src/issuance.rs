@@ -568,11 +568,14 @@ impl Issuance {
                 format!("**missed**: {:.0} % of the target", 100.0 * ratio / want)
             }
         };
-        let ratio = x509 / r.mint.1;
+        // The limit is the better of 1 and N threads: on a shared machine N threads can
+        // do worse than one, and the target must not get easier for it.
+        let mint_limit = r.mint.0.max(r.mint.1);
+        let sign_limit = r.sign.0.max(r.sign.1);
+        let ratio = x509 / mint_limit;
         let _ = writeln!(
             s,
-            "| X.509-SVID ≥ 50 % of the raw CSR-verify-plus-sign limit ({:.0}/s on {} threads) | {x509:.0}/s best (unbatched {x509_unbatched:.0}/s) | {:.0} % | {} |",
-            r.mint.1,
+            "| X.509-SVID ≥ 50 % of the raw CSR-verify-plus-sign limit ({mint_limit:.0}/s, best of 1 and {} threads) | {x509:.0}/s best (unbatched {x509_unbatched:.0}/s) | {:.0} % | {} |",
             r.threads,
             100.0 * ratio,
             verdict(ratio, 0.5)
@@ -588,11 +591,10 @@ impl Issuance {
         } else {
             let _ = writeln!(s, "| X.509-SVID ≥ 4× OpenBao | OpenBao not run | — | — |");
         }
-        let ratio = jwt / r.sign.1;
+        let ratio = jwt / sign_limit;
         let _ = writeln!(
             s,
-            "| JWT-SVID ≥ 50 % of raw ES256 signing ({:.0}/s on {} threads) | {jwt:.0}/s best | {:.0} % | {} |",
-            r.sign.1,
+            "| JWT-SVID ≥ 50 % of raw ES256 signing ({sign_limit:.0}/s, best of 1 and {} threads) | {jwt:.0}/s best | {:.0} % | {} |",
             r.threads,
             100.0 * ratio,
             verdict(ratio, 0.5)
