@@ -271,13 +271,12 @@ async fn attest(server: &Proc, admin: &mut AdminClient<Channel>) -> Result<Agent
     tx.send(first).await?;
     let mut stream =
         NodeClient::new(ch).attest_agent(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
-    let svid = loop {
-        match stream.message().await? {
-            Some(npb::AttestAgentResponse { step: Some(npb::attest_agent_response::Step::Result(r)) }) => {
-                break r.svid.context("no agent SVID in the attestation result")?;
-            }
-            other => bail!("unexpected attestation answer: {other:?}"),
+    // A join token has no challenges: the first answer is the result.
+    let svid = match stream.message().await? {
+        Some(npb::AttestAgentResponse { step: Some(npb::attest_agent_response::Step::Result(r)) }) => {
+            r.svid.context("no agent SVID in the attestation result")?
         }
+        other => bail!("unexpected attestation answer: {other:?}"),
     };
     drop(tx);
     let tls = ferrid_tls::client_config(&roots, server_id, Some((svid.cert_chain.as_slice(), &key[..])))?;
