@@ -21,6 +21,10 @@
 //! - revocation propagation: from the admin `Revoke` call (what `ferrid revoke --jti`
 //!   sends) to a ferrid-validate relying party on the gRPC watch refusing the token
 //!   (`--revocation-only` runs just this).
+//! - issuance (issue 9, [`issuance`]): the raw ECDSA P-256 and in-process minting
+//!   limit, X.509-SVID and JWT-SVID issuance through the server's node API over mutual
+//!   TLS at several concurrencies, and the same X.509 workload against OpenBao's PKI
+//!   engine (skipped under `--quick` or when no `bao` binary is found).
 //!
 //! Timing lives here, never in tests.
 use std::path::{Path, PathBuf};
@@ -35,6 +39,8 @@ use ferrid_proto::types::v1 as tpb;
 use ferrid_proto::workload::{self as wpb, spiffe_workload_api_client::SpiffeWorkloadApiClient};
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
+
+mod issuance;
 
 /// Command-line options.
 #[derive(Debug, Parser)]
@@ -73,6 +79,21 @@ struct Opts {
     /// Concurrent clients of the issuance runs.
     #[arg(long, default_value_t = 16)]
     issuance_clients: usize,
+    /// Only the issuance measurements (raw limit, Ferrid, OpenBao).
+    #[arg(long)]
+    issuance_only: bool,
+    /// Seconds of each raw-limit measurement (per thread count).
+    #[arg(long, default_value_t = 3)]
+    raw_seconds: u64,
+    /// CSRs per call in the batched X.509 runs.
+    #[arg(long, default_value_t = 50)]
+    batch: usize,
+    /// The OpenBao binary (default: the one in target/bench-venv, else `bao` on PATH).
+    #[arg(long)]
+    bao: Option<PathBuf>,
+    /// Skip OpenBao.
+    #[arg(long)]
+    no_bao: bool,
 }
 
 const TD: &str = "bench.ferrid.local";
@@ -86,6 +107,8 @@ fn main() -> Result<()> {
         opts.revocation_samples = 10;
         opts.settle = 1;
         opts.rate = 100;
+        opts.raw_seconds = 1;
+        opts.batch = 10;
     }
     raise_fd_limit();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -115,10 +138,10 @@ async fn run(opts: Opts) -> Result<()> {
         return audit_comparison(&ferrid, tmp.path(), &opts).await;
     }
     let uid = nix::unistd::getuid().as_raw();
-    eprintln!("starting ferrid server …");
-    let server = Proc::server(&ferrid, tmp.path())?;
-    let mut admin = admin_client(&server.admin_socket).await?;
     if opts.revocation_only {
+        eprintln!("starting ferrid server …");
+        let server = Proc::server(&ferrid, tmp.path())?;
+        let mut admin = admin_client(&server.admin_socket).await?;
         eprintln!("revocation propagation, {} samples …", opts.revocation_samples);
         let r = revocation(&mut admin, &server.node, opts.revocation_samples).await?;
         println!("| measurement | samples | p50 | p99 | max |");
@@ -130,6 +153,32 @@ async fn run(opts: Opts) -> Result<()> {
             fmt_us(r.p99),
             fmt_us(r.max)
         );
+        return Ok(());
+    }
+    // The raw limit first, while nothing else of ours runs.
+    let raw = issuance::raw_limits(Duration::from_secs(opts.raw_seconds)).await?;
+    eprintln!("starting ferrid server …");
+    let server = Proc::server(&ferrid, tmp.path())?;
+    let mut admin = admin_client(&server.admin_socket).await?;
+
+    let bao = issuance::find_bao(opts.bao.as_deref(), &std::env::current_dir()?);
+    let iopts = issuance::Opts {
+        seconds: opts.seconds,
+        raw_seconds: opts.raw_seconds,
+        levels: if opts.quick { vec![1, 4] } else { vec![1, 4, 16, 64] },
+        batch: opts.batch,
+        bao,
+        skip_bao: if opts.quick {
+            Some("not run under --quick (CI does not download OpenBao)".into())
+        } else if opts.no_bao {
+            Some("--no-bao".into())
+        } else {
+            None
+        },
+    };
+    let issued = issuance::run(&iopts, &server, &mut admin, tmp.path(), Some(raw)).await?;
+    if opts.issuance_only {
+        println!("{}", issued.report());
         return Ok(());
     }
 
@@ -203,6 +252,8 @@ async fn run(opts: Opts) -> Result<()> {
         "Same agent restarted with the {} entries already there: {:.0} KiB, {:.2} KiB per SVID over the baseline.",
         mem.n, mem.restarted_kib, mem.restarted_per_svid_kib
     );
+    println!();
+    println!("{}", issued.report());
     drop(agent_b);
     drop(agent_a);
     drop(server);
