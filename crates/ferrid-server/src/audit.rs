@@ -240,15 +240,14 @@ pub(crate) fn evidence_denial(attestor: &str, evidence: &[u8], credential_type: 
 /// are not decisions.)
 pub(crate) fn x509_batch(
     agent: &AgentRecord,
-    allowed: &[Arc<RegistrationEntry>],
+    entries: &[Option<Arc<RegistrationEntry>>],
     results: &[pb::X509SvidResult],
     now: i64,
 ) -> (Vec<AuditRecord>, Vec<(AuditRecord, Status)>) {
     let mut issued = Vec::new();
     let mut denied = Vec::new();
-    for r in results {
-        let entry = allowed.iter().find(|e| e.id.0 == r.entry_id).map(|e| &**e);
-        match (&r.svid, entry) {
+    for (r, entry) in results.iter().zip(entries) {
+        match (&r.svid, entry.as_deref()) {
             (Some(svid), Some(e)) => {
                 issued.push(x509(RecordKind::Issuance, entry_who(agent, e), svid, "x509-svid", Some(e), now));
             }
@@ -463,10 +462,10 @@ impl Shared {
     pub(crate) async fn audit_x509_batch(
         &self,
         agent: &AgentRecord,
-        allowed: &[Arc<RegistrationEntry>],
+        entries: &[Option<Arc<RegistrationEntry>>],
         results: &[pb::X509SvidResult],
     ) -> Result<(), Status> {
-        let (issued, denied) = x509_batch(agent, allowed, results, self.now());
+        let (issued, denied) = x509_batch(agent, entries, results, self.now());
         for (r, s) in denied {
             self.deny(r, s);
         }

@@ -114,14 +114,9 @@ impl ExchangeService {
     /// forwards for a workload it attested, the entry `entry_id` the agent is
     /// authorized for.
     fn actor<T>(&self, req: &Request<T>, entry_id: &str) -> Result<crate::delegation::Actor, Status> {
-        let certs =
-            req.extensions().get::<crate::tls::PeerInfo>().and_then(|p| p.certs.clone()).ok_or_else(
-                || Status::unauthenticated("this call needs the caller's X.509-SVID (mutual TLS)"),
-            )?;
-        let leaf = certs.first().ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
-        let id = crate::tls::spiffe_id_of(leaf.as_ref())
-            .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
-        crate::revocation::check_peer(&self.shared, leaf.as_ref(), &id)?;
+        let leaf = crate::node::caller(req)?;
+        crate::revocation::check_peer(&self.shared, leaf)?;
+        let id = leaf.spiffe_id.clone();
         if entry_id.is_empty() {
             return crate::delegation::actor(&self.shared, id)
                 .map_err(crate::delegation::OAuthError::into_status);
@@ -132,13 +127,10 @@ impl ExchangeService {
             ))
         })?;
         let entries = self.shared.entries();
-        let entry = entries
-            .authorized(&agent, &self.shared.server_id, self.shared.now())
-            .into_iter()
-            .find(|e| e.id.0 == entry_id)
-            .ok_or_else(|| {
-                Status::permission_denied(format!("agent {id} is not authorized for entry {entry_id:?}"))
-            })?;
+        let entry =
+            entries.authorize(&agent, &self.shared.server_id, entry_id, self.shared.now()).ok_or_else(
+                || Status::permission_denied(format!("agent {id} is not authorized for entry {entry_id:?}")),
+            )?;
         crate::delegation::actor(&self.shared, entry.spiffe_id.clone())
             .map_err(crate::delegation::OAuthError::into_status)
     }

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{attest_status, ca_status, store_status};
 use crate::state::Shared;
-use crate::tls::{PeerInfo, serial_of, spiffe_id_of};
+use crate::tls::{PeerInfo, serial_of};
 
 /// How long an agent has to answer an attestation challenge.
 const CHALLENGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -32,6 +32,17 @@ pub(crate) struct NodeService {
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The caller's X.509-SVID (mutual TLS), parsed once per connection by the TLS layer,
+/// which has already verified its chain against the bundle.
+pub(crate) fn caller<T>(req: &Request<T>) -> Result<&ferrid_tls::PeerLeaf, Status> {
+    let leaf = req
+        .extensions()
+        .get::<PeerInfo>()
+        .and_then(|p| p.leaf.as_deref())
+        .ok_or_else(|| Status::unauthenticated("this call needs the caller's X.509-SVID (mutual TLS)"))?;
+    leaf.as_ref().map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))
+}
 
 /// Converts a minted X.509-SVID to its wire form.
 pub(crate) fn x509_to_proto(s: &ferrid_ca::X509Svid, entry: Option<&RegistrationEntry>) -> tpb::X509Svid {
@@ -86,20 +97,15 @@ impl NodeService {
     /// already verified the chain against the bundle; here the SVID must name an agent
     /// this server admitted and has not evicted.
     fn authenticate<T>(&self, req: &Request<T>) -> Result<AgentRecord, Status> {
-        let certs =
-            req.extensions().get::<PeerInfo>().and_then(|p| p.certs.clone()).ok_or_else(|| {
-                Status::unauthenticated("this call needs the agent's X.509-SVID (mutual TLS)")
-            })?;
-        let leaf = certs.first().ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
-        let id = spiffe_id_of(leaf.as_ref())
-            .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
-        let agent = self.shared.agent(&id).ok_or_else(|| {
+        let leaf = caller(req)?;
+        let id = &leaf.spiffe_id;
+        let agent = self.shared.agent(id).ok_or_else(|| {
             Status::permission_denied(format!("{id} is not an attested agent of this server"))
         })?;
         if agent.banned {
             return Err(Status::permission_denied(format!("agent {id} has been evicted")));
         }
-        crate::revocation::check_peer(&self.shared, leaf.as_ref(), &id)?;
+        crate::revocation::check_peer(&self.shared, leaf)?;
         Ok(agent)
     }
 
@@ -109,8 +115,7 @@ impl NodeService {
         entry_id: &str,
     ) -> Result<Arc<RegistrationEntry>, Status> {
         let idx = self.shared.entries();
-        let allowed = idx.authorized(agent, &self.shared.server_id, self.shared.now());
-        allowed.into_iter().find(|e| e.id.0 == entry_id).ok_or_else(|| {
+        idx.authorize(agent, &self.shared.server_id, entry_id, self.shared.now()).ok_or_else(|| {
             self.shared.deny(
                 crate::audit::unauthorized(agent, entry_id, None),
                 Status::permission_denied(format!(
@@ -420,13 +425,14 @@ impl Node for NodeService {
             )));
         }
         let idx = self.shared.entries();
-        let allowed = idx.authorized(&agent, &self.shared.server_id, self.shared.now());
+        let now = self.shared.now();
+        let mut entries = Vec::with_capacity(params.len());
         let results: Vec<pb::X509SvidResult> = params
             .into_iter()
             .map(|p| {
-                let outcome = allowed
-                    .iter()
-                    .find(|e| e.id.0 == p.entry_id)
+                let entry = idx.authorize(&agent, &self.shared.server_id, &p.entry_id, now);
+                let outcome = entry
+                    .as_deref()
                     .ok_or_else(|| {
                         Status::permission_denied(format!(
                             "agent {} is not authorized for entry {:?}",
@@ -434,6 +440,7 @@ impl Node for NodeService {
                         ))
                     })
                     .and_then(|e| self.mint_x509(&agent, e, &p.csr));
+                entries.push(entry);
                 match outcome {
                     Ok(svid) => {
                         pb::X509SvidResult { entry_id: p.entry_id, svid: Some(svid), ..Default::default() }
@@ -447,7 +454,7 @@ impl Node for NodeService {
                 }
             })
             .collect();
-        self.shared.audit_x509_batch(&agent, &allowed, &results).await?;
+        self.shared.audit_x509_batch(&agent, &entries, &results).await?;
         Ok(Response::new(pb::BatchMintX509SvidsResponse { results }))
     }
 

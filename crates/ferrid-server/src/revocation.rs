@@ -186,15 +186,14 @@ impl Revocations {
 }
 
 /// Refuses a caller whose X.509-SVID (the TLS leaf) has been revoked.
-pub(crate) fn check_peer(shared: &Shared, leaf_der: &[u8], id: &SpiffeId) -> Result<(), Status> {
+pub(crate) fn check_peer(shared: &Shared, leaf: &ferrid_tls::PeerLeaf) -> Result<(), Status> {
     let feed = shared.revocations.feed();
     if feed.records.is_empty() {
         return Ok(());
     }
-    let (serial, not_before) = ferrid_tls::serial_and_not_before(leaf_der)
-        .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
-    let serial = normalize_serial(&serial);
-    if feed.x509_revoked(&serial, &id.to_string(), not_before) {
+    let id = &leaf.spiffe_id;
+    let serial = normalize_serial(&leaf.serial);
+    if feed.x509_revoked(&serial, &id.to_string(), leaf.not_before) {
         return Err(Status::permission_denied(format!(
             "the caller's X.509-SVID for {id} (serial {serial}) has been revoked"
         )));

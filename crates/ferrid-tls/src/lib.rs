@@ -35,6 +35,33 @@ pub struct PeerInfo {
     pub remote: Option<std::net::SocketAddr>,
     /// The client's certificate chain, when it presented one (leaf first).
     pub certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+    /// The client's leaf certificate, parsed once when the connection is accepted (so
+    /// handlers do not parse it on every call); `None` without a client certificate,
+    /// `Some(Err)` when it is not a usable X.509-SVID.
+    pub leaf: Option<Arc<Result<PeerLeaf, String>>>,
+}
+
+/// What handlers need from a caller's X.509-SVID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerLeaf {
+    /// The SPIFFE ID of its single URI SAN.
+    pub spiffe_id: SpiffeId,
+    /// Its serial, as [`serial_and_not_before`] writes it.
+    pub serial: String,
+    /// Its `notBefore`, Unix seconds.
+    pub not_before: i64,
+}
+
+impl PeerLeaf {
+    /// Parses an X.509-SVID leaf (DER) once for its SPIFFE ID, serial and `notBefore`.
+    pub fn parse(cert_der: &[u8]) -> Result<Self, String> {
+        let cert = parse_cert(cert_der)?;
+        Ok(Self {
+            spiffe_id: spiffe_id_in(&cert)?,
+            serial: serial_in(&cert),
+            not_before: cert.validity().not_before.timestamp(),
+        })
+    }
 }
 
 /// A server-side TLS connection that exposes [`PeerInfo`] to tonic handlers.
@@ -45,12 +72,15 @@ impl Connected for TlsConn {
     type ConnectInfo = PeerInfo;
     fn connect_info(&self) -> PeerInfo {
         let (tcp, session) = self.0.get_ref();
-        PeerInfo {
-            remote: tcp.peer_addr().ok(),
-            certs: session
-                .peer_certificates()
-                .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())),
-        }
+        let certs: Option<Arc<Vec<CertificateDer<'static>>>> =
+            session.peer_certificates().map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect()));
+        let leaf = certs.as_ref().map(|c| {
+            Arc::new(match c.first() {
+                Some(leaf) => PeerLeaf::parse(leaf.as_ref()),
+                None => Err("empty client certificate chain".into()),
+            })
+        });
+        PeerInfo { remote: tcp.peer_addr().ok(), certs, leaf }
     }
 }
 
@@ -407,26 +437,24 @@ impl ServerCertVerifier for SpiffeServerVerifier {
     }
 }
 
-/// The serial (lowercase hex of its bytes, without leading `00` bytes, as Ferrid's CA
-/// writes it) and `notBefore` (Unix seconds) of a DER certificate.
-pub fn serial_and_not_before(cert_der: &[u8]) -> Result<(String, i64), String> {
-    use x509_parser::prelude::*;
-    let (_, cert) =
-        X509Certificate::from_der(cert_der).map_err(|e| format!("unparsable certificate: {e}"))?;
+fn parse_cert(cert_der: &[u8]) -> Result<x509_parser::certificate::X509Certificate<'_>, String> {
+    use x509_parser::prelude::FromDer;
+    x509_parser::certificate::X509Certificate::from_der(cert_der)
+        .map(|(_, c)| c)
+        .map_err(|e| format!("unparsable certificate: {e}"))
+}
+
+/// Lowercase hex of the serial's bytes without leading `00` bytes (one is kept for 0).
+fn serial_in(cert: &x509_parser::certificate::X509Certificate<'_>) -> String {
     let mut raw = cert.raw_serial();
     while raw.len() > 1 && raw[0] == 0 {
         raw = &raw[1..];
     }
-    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    Ok((hex, cert.validity().not_before.timestamp()))
+    hex::encode(raw)
 }
 
-/// Extracts the SPIFFE ID of an X.509-SVID: the certificate must carry exactly one URI
-/// SAN and it must be a valid SPIFFE ID.
-pub fn spiffe_id_of(cert_der: &[u8]) -> Result<SpiffeId, String> {
-    use x509_parser::prelude::*;
-    let (_, cert) =
-        X509Certificate::from_der(cert_der).map_err(|e| format!("unparsable certificate: {e}"))?;
+fn spiffe_id_in(cert: &x509_parser::certificate::X509Certificate<'_>) -> Result<SpiffeId, String> {
+    use x509_parser::extensions::GeneralName;
     let san = cert
         .subject_alternative_name()
         .map_err(|e| format!("bad subjectAltName: {e}"))?
@@ -444,10 +472,20 @@ pub fn spiffe_id_of(cert_der: &[u8]) -> Result<SpiffeId, String> {
     }
 }
 
+/// The serial (lowercase hex of its bytes, without leading `00` bytes, as Ferrid's CA
+/// writes it) and `notBefore` (Unix seconds) of a DER certificate.
+pub fn serial_and_not_before(cert_der: &[u8]) -> Result<(String, i64), String> {
+    let cert = parse_cert(cert_der)?;
+    Ok((serial_in(&cert), cert.validity().not_before.timestamp()))
+}
+
+/// Extracts the SPIFFE ID of an X.509-SVID: the certificate must carry exactly one URI
+/// SAN and it must be a valid SPIFFE ID.
+pub fn spiffe_id_of(cert_der: &[u8]) -> Result<SpiffeId, String> {
+    spiffe_id_in(&parse_cert(cert_der)?)
+}
+
 /// Serial number of a certificate as lower-case hex (no leading zero bytes).
 pub fn serial_of(cert_der: &[u8]) -> Result<String, String> {
-    use x509_parser::prelude::*;
-    let (_, cert) =
-        X509Certificate::from_der(cert_der).map_err(|e| format!("unparsable certificate: {e}"))?;
-    Ok(hex::encode(cert.raw_serial()).trim_start_matches("00").to_owned())
+    Ok(serial_in(&parse_cert(cert_der)?))
 }

@@ -16,6 +16,14 @@ pub const MAX_METADATA_ENTRIES: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct EntryId(pub String);
 
+/// Maps keyed by `EntryId` can be queried with a `&str` (the derived `Hash`, `Eq` and
+/// `Ord` are the inner string's).
+impl std::borrow::Borrow<str> for EntryId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for EntryId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
