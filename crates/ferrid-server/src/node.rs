@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{attest_status, ca_status, store_status};
 use crate::state::Shared;
-use crate::tls::{PeerInfo, serial_of};
+use crate::tls::PeerInfo;
 
 /// How long an agent has to answer an attestation challenge.
 const CHALLENGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -50,7 +50,9 @@ pub(crate) fn x509_to_proto(s: &ferrid_ca::X509Svid, entry: Option<&Registration
         spiffe_id: s.spiffe_id.to_string(),
         cert_chain: s.cert_chain_der.clone(),
         expires_at: s.not_after,
-        serial: s.cert_chain_der.first().and_then(|c| serial_of(c).ok()).unwrap_or_default(),
+        // The CA's serials never start with a zero byte, so this is already the form
+        // `serial_of` would parse out of the certificate.
+        serial: s.serial_hex.clone(),
         entry_id: entry.map(|e| e.id.0.clone()).unwrap_or_default(),
         hint: entry.map(|e| e.hint.clone()).unwrap_or_default(),
     }
