@@ -18,6 +18,19 @@ fn chains_to(leaf: &[u8], roots: &[spiffe::cert::Certificate]) -> bool {
     })
 }
 
+/// A raw Workload API channel on the agent's socket (for what the spiffe crate does not
+/// expose).
+async fn uds(socket: &std::path::Path) -> tonic::transport::Channel {
+    let path = socket.to_path_buf();
+    tonic::transport::Endpoint::from_static("http://agent.invalid")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let p = path.clone();
+            async move { tokio::net::UnixStream::connect(p).await.map(hyper_util::rt::TokioIo::new) }
+        }))
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn agent_serves_real_spiffe_clients() {
     let tmp = tempfile::tempdir().unwrap();
@@ -65,15 +78,10 @@ async fn agent_serves_real_spiffe_clients() {
     // --- The security header is mandatory. ---
     {
         use ferrid_proto::workload::{X509svidRequest, spiffe_workload_api_client::SpiffeWorkloadApiClient};
-        let path = socket.clone();
-        let channel = tonic::transport::Endpoint::from_static("http://agent.invalid")
-            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                let p = path.clone();
-                async move { tokio::net::UnixStream::connect(p).await.map(hyper_util::rt::TokioIo::new) }
-            }))
+        let err = SpiffeWorkloadApiClient::new(uds(&socket).await)
+            .fetch_x509svid(X509svidRequest {})
             .await
-            .unwrap();
-        let err = SpiffeWorkloadApiClient::new(channel).fetch_x509svid(X509svidRequest {}).await.unwrap_err();
+            .unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert!(err.message().contains("security header"), "{err:?}");
     }
@@ -127,6 +135,24 @@ async fn agent_serves_real_spiffe_clients() {
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(15));
+    }
+    // Both identities miss the JWT cache for a new audience, so the agent mints them in
+    // one BatchMintJwtSvids call; each token must be the one for its own SPIFFE ID.
+    {
+        use ferrid_proto::workload::{JwtsvidRequest, spiffe_workload_api_client::SpiffeWorkloadApiClient};
+        let mut req =
+            tonic::Request::new(JwtsvidRequest { audience: vec!["batch".into()], spiffe_id: String::new() });
+        req.metadata_mut().insert("workload.spiffe.io", "true".parse().unwrap());
+        let resp =
+            SpiffeWorkloadApiClient::new(uds(&socket).await).fetch_jwtsvid(req).await.unwrap().into_inner();
+        let mut ids: Vec<String> = resp.svids.iter().map(|s| s.spiffe_id.clone()).collect();
+        ids.sort();
+        assert_eq!(ids, [format!("spiffe://{TD}/api"), web.clone()]);
+        let bundles = client.fetch_jwt_bundles().await.unwrap();
+        for s in &resp.svids {
+            let v = spiffe::JwtSvid::parse_and_validate(&s.svid, &bundles, &["batch"]).unwrap();
+            assert_eq!(v.spiffe_id().to_string(), s.spiffe_id, "token and identity stay paired");
+        }
     }
     let mut updates = x509_source.updated();
     let with_api = |_: &u64| x509_source.x509_context().is_ok_and(|c| c.svids().len() == 2);

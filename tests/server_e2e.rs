@@ -219,6 +219,54 @@ async fn server_end_to_end() {
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
 
+    // Batched JWT-SVIDs: one result per request, in order; a refusal is per item; an
+    // empty audience is refused per item too; more than `limits.max_batch` is refused
+    // as a whole.
+    let jwt_req = |entry: &str, aud: &[&str]| npb::MintJwtSvidRequest {
+        entry_id: entry.into(),
+        audience: aud.iter().map(|a| (*a).to_owned()).collect(),
+        ttl: 0,
+    };
+    let r = node
+        .batch_mint_jwt_svids(npb::BatchMintJwtSvidsRequest {
+            params: vec![
+                jwt_req(&entry_id, &["db"]),
+                jwt_req("not-mine", &["db"]),
+                jwt_req(&entry_id, &[]),
+                jwt_req(&entry_id, &["cache", "queue"]),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.results.len(), 4);
+    let ids: Vec<&str> = r.results.iter().map(|r| r.entry_id.as_str()).collect();
+    assert_eq!(ids, [entry_id.as_str(), "not-mine", entry_id.as_str(), entry_id.as_str()]);
+    let (a, d) = (r.results[0].svid.as_ref().expect("minted"), r.results[3].svid.as_ref().expect("minted"));
+    assert_eq!(a.spiffe_id, format!("spiffe://{TD}/web"));
+    assert_ne!(a.jti, d.jti, "every JWT-SVID has its own jti");
+    let claims = |t: &str| -> serde_json::Value {
+        use base64::Engine as _;
+        let part = t.split('.').nth(1).unwrap();
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap())
+            .unwrap()
+    };
+    assert_eq!(claims(&a.token)["aud"], "db", "one audience is a string (RFC 7519 4.1.3)");
+    assert_eq!(claims(&d.token)["aud"], serde_json::json!(["cache", "queue"]));
+    assert_eq!(r.results[1].error_code, Code::PermissionDenied as i32, "{:?}", r.results[1]);
+    assert!(r.results[1].error_message.contains("not authorized"), "{:?}", r.results[1]);
+    assert_eq!(r.results[2].error_code, Code::InvalidArgument as i32, "{:?}", r.results[2]);
+    let e = node
+        .batch_mint_jwt_svids(npb::BatchMintJwtSvidsRequest {
+            params: (0..1001).map(|_| jwt_req(&entry_id, &["db"])).collect(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("at most 1000"), "{e:?}");
+    let e = anon.batch_mint_jwt_svids(npb::BatchMintJwtSvidsRequest { params: vec![] }).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+
     // Oversized request: refused with a precise status, and the server keeps serving.
     let huge = vec![0u8; 5 * 1024 * 1024];
     let e = node

@@ -249,26 +249,73 @@ impl WorkloadService {
         (!out.is_empty()).then(|| wpb::X509svidResponse { svids: out, ..Default::default() })
     }
 
-    /// Asks the server for a JWT-SVID for `e`.
-    async fn mint_jwt(&self, e: &RegistrationEntry, audience: &[String]) -> Result<tpb::JwtSvid, Status> {
+    /// Asks the server for a JWT-SVID for each of `entries` (in order): one
+    /// `MintJwtSvid` for one entry, one `BatchMintJwtSvids` for several (falling back to
+    /// one call each on a server without it). Any refusal fails the whole request.
+    async fn mint_jwts(
+        &self,
+        entries: &[&RegistrationEntry],
+        audience: &[String],
+    ) -> Result<Vec<tpb::JwtSvid>, Status> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
         let client = self.shared.node.load_full();
         let Some(client) = client.as_ref().as_ref() else {
             return Err(Status::unavailable("the agent cannot reach the server to mint a JWT-SVID"));
         };
-        client
-            .clone()
-            .mint_jwt_svid(npb::MintJwtSvidRequest {
-                entry_id: e.id.0.clone(),
-                audience: audience.to_vec(),
-                ttl: 0,
-            })
-            .await
-            .map_err(|s| {
-                Status::new(s.code(), format!("minting a JWT-SVID for {}: {}", e.spiffe_id, s.message()))
-            })?
-            .into_inner()
-            .svid
-            .ok_or_else(|| Status::internal("server returned no JWT-SVID"))
+        let params = |e: &RegistrationEntry| npb::MintJwtSvidRequest {
+            entry_id: e.id.0.clone(),
+            audience: audience.to_vec(),
+            ttl: 0,
+        };
+        let failed = |e: &RegistrationEntry, code: tonic::Code, msg: &str| {
+            Status::new(code, format!("minting a JWT-SVID for {}: {msg}", e.spiffe_id))
+        };
+        if entries.len() > 1 {
+            let batch = npb::BatchMintJwtSvidsRequest { params: entries.iter().map(|e| params(e)).collect() };
+            match client.clone().batch_mint_jwt_svids(batch).await {
+                Ok(resp) => {
+                    let results = resp.into_inner().results;
+                    if results.len() != entries.len() {
+                        return Err(Status::internal(format!(
+                            "server answered {} of {} JWT-SVID requests",
+                            results.len(),
+                            entries.len()
+                        )));
+                    }
+                    return entries
+                        .iter()
+                        .zip(results)
+                        .map(|(e, r)| {
+                            r.svid.ok_or_else(|| failed(e, tonic::Code::from(r.error_code), &r.error_message))
+                        })
+                        .collect();
+                }
+                Err(s) if s.code() == tonic::Code::Unimplemented => {
+                    tracing::debug!("server has no BatchMintJwtSvids; minting one at a time");
+                }
+                Err(s) => {
+                    return Err(Status::new(
+                        s.code(),
+                        format!("minting JWT-SVIDs for {} identities: {}", entries.len(), s.message()),
+                    ));
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let svid = client
+                .clone()
+                .mint_jwt_svid(params(e))
+                .await
+                .map_err(|s| failed(e, s.code(), s.message()))?
+                .into_inner()
+                .svid
+                .ok_or_else(|| Status::internal("server returned no JWT-SVID"))?;
+            out.push(svid);
+        }
+        Ok(out)
     }
 
     /// Runs `make` now and on every change, sending what it returns when it differs
@@ -437,26 +484,30 @@ impl SpiffeWorkloadApi for WorkloadService {
         let mut audience = req.audience.clone();
         audience.sort();
         audience.dedup();
-        let mut svids = Vec::new();
+        // Cached tokens first; the misses are minted together, in one call.
+        let now = self.shared.clock.unix();
         let mut hints = HashSet::new();
+        let mut picked: Vec<(RegistrationEntry, JwtKey, Option<String>)> = Vec::new();
         for e in entries {
             if !e.hint.is_empty() && !hints.insert(e.hint.clone()) {
                 continue;
             }
-            let now = self.shared.clock.unix();
             let key = JwtKey { entry: e.id.0.clone(), revision: e.revision, audience: audience.clone() };
-            let token = match self.shared.jwt_cache.get(&key, now) {
+            let cached = self.shared.jwt_cache.get(&key, now);
+            picked.push((e, key, cached));
+        }
+        let misses: Vec<&RegistrationEntry> =
+            picked.iter().filter(|(_, _, t)| t.is_none()).map(|(e, _, _)| e).collect();
+        let mut minted = self.mint_jwts(&misses, &req.audience).await?.into_iter();
+        let mut svids = Vec::with_capacity(picked.len());
+        for (e, key, cached) in picked {
+            let token = match cached {
                 Some(t) => t,
                 None => {
-                    let minted = self.mint_jwt(&e, &req.audience).await?;
-                    self.shared.jwt_cache.put(
-                        key,
-                        minted.token.clone(),
-                        minted.issued_at,
-                        minted.expires_at,
-                        now,
-                    );
-                    minted.token
+                    let m =
+                        minted.next().ok_or_else(|| Status::internal("server returned too few JWT-SVIDs"))?;
+                    self.shared.jwt_cache.put(key, m.token.clone(), m.issued_at, m.expires_at, now);
+                    m.token
                 }
             };
             svids.push(wpb::Jwtsvid {

@@ -145,7 +145,10 @@ fn serials_are_random_positive_and_at_least_64_bits() {
     let raw = leaf_of(&a).raw_serial().to_vec();
     assert!(raw.len() * 8 >= 64);
     assert_eq!(raw[0] & 0x80, 0, "positive");
-    assert_ne!(raw[0], 0, "no leading zero byte: serial_hex is already the normalized form revocation matches");
+    assert_ne!(
+        raw[0], 0,
+        "no leading zero byte: serial_hex is already the normalized form revocation matches"
+    );
     assert_eq!(hex::encode(&raw), a.serial_hex);
 }
 

@@ -189,6 +189,68 @@ impl NodeService {
         Ok(x509_to_proto(&svid, Some(entry)))
     }
 
+    /// Mints one JWT-SVID for `req` (authorization, authority model, policy, signature)
+    /// and returns it with its audit record, which the caller commits before answering.
+    fn mint_jwt(
+        &self,
+        agent: &AgentRecord,
+        req: &pb::MintJwtSvidRequest,
+    ) -> Result<(tpb::JwtSvid, ferrid_audit::AuditRecord), Status> {
+        let entry = self.authorized_entry(agent, &req.entry_id)?;
+        match entry.authority_model() {
+            Some(ferrid_types::AuthorityModel::Delegated) => {
+                return Err(self.shared.deny(crate::audit::entry_denial(agent, &entry, "jwt-svid"), Status::permission_denied(format!(
+                    "{} is delegated: it acts only for a principal, so its JWT credentials come from token exchange with a subject token",
+                    entry.spiffe_id
+                ))));
+            }
+            Some(ferrid_types::AuthorityModel::Bounded) => {
+                return Err(self.shared.deny(crate::audit::entry_denial(agent, &entry, "jwt-svid"), Status::permission_denied(format!(
+                    "{} is bounded: its JWT credentials are task tokens (IssueTaskToken, or token exchange with a task)",
+                    entry.spiffe_id
+                ))));
+            }
+            _ => {}
+        }
+        let ttl = self.jwt_ttl(req.ttl, &entry);
+        self.decide_issue(
+            agent,
+            &entry,
+            ferrid_policy::CredentialKind::Jwt,
+            &req.audience,
+            Some(ttl.unwrap_or(self.shared.cfg.raw.svid.jwt_ttl)),
+        )?;
+        let started = Instant::now();
+        let svid = self
+            .shared
+            .ca
+            .mint_jwt_svid(&JwtSvidRequest {
+                spiffe_id: &entry.spiffe_id,
+                audience: &req.audience,
+                ttl,
+                extra_claims: None,
+            })
+            .map_err(|e| {
+                self.shared.metrics.issue_failures.with_label_values(&["jwt", "ca"]).inc();
+                ca_status(e)
+            })?;
+        self.shared.metrics.issued.with_label_values(&["jwt"]).inc();
+        self.shared.metrics.latency.with_label_values(&["jwt"]).observe(started.elapsed().as_secs_f64());
+        let rec = crate::audit::jwt(
+            ferrid_audit::RecordKind::Issuance,
+            crate::audit::entry_who(agent, &entry),
+            "jwt-svid",
+            &entry.spiffe_id.to_string(),
+            &svid.jti,
+            &svid.kid,
+            &req.audience,
+            svid.issued_at,
+            svid.expires_at,
+            Some(&entry),
+        );
+        Ok((jwt_to_proto(&svid, &entry.hint), rec))
+    }
+
     /// Mints an agent SVID for `id` from `csr` (this also validates the CSR).
     fn mint_agent_svid(&self, id: &SpiffeId, csr: &[u8]) -> Result<ferrid_ca::X509Svid, Status> {
         self.shared
@@ -465,63 +527,42 @@ impl Node for NodeService {
         request: Request<pb::MintJwtSvidRequest>,
     ) -> Result<Response<pb::MintJwtSvidResponse>, Status> {
         let agent = self.authenticate(&request)?;
-        let req = request.into_inner();
-        let entry = self.authorized_entry(&agent, &req.entry_id)?;
-        match entry.authority_model() {
-            Some(ferrid_types::AuthorityModel::Delegated) => {
-                return Err(self.shared.deny(crate::audit::entry_denial(&agent, &entry, "jwt-svid"), Status::permission_denied(format!(
-                    "{} is delegated: it acts only for a principal, so its JWT credentials come from token exchange with a subject token",
-                    entry.spiffe_id
-                ))));
-            }
-            Some(ferrid_types::AuthorityModel::Bounded) => {
-                return Err(self.shared.deny(crate::audit::entry_denial(&agent, &entry, "jwt-svid"), Status::permission_denied(format!(
-                    "{} is bounded: its JWT credentials are task tokens (IssueTaskToken, or token exchange with a task)",
-                    entry.spiffe_id
-                ))));
-            }
-            _ => {}
-        }
-        let ttl = self.jwt_ttl(req.ttl, &entry);
-        self.decide_issue(
-            &agent,
-            &entry,
-            ferrid_policy::CredentialKind::Jwt,
-            &req.audience,
-            Some(ttl.unwrap_or(self.shared.cfg.raw.svid.jwt_ttl)),
-        )?;
-        let started = Instant::now();
-        let svid = self
-            .shared
-            .ca
-            .mint_jwt_svid(&JwtSvidRequest {
-                spiffe_id: &entry.spiffe_id,
-                audience: &req.audience,
-                ttl,
-                extra_claims: None,
-            })
-            .map_err(|e| {
-                self.shared.metrics.issue_failures.with_label_values(&["jwt", "ca"]).inc();
-                ca_status(e)
-            })?;
-        self.shared.metrics.issued.with_label_values(&["jwt"]).inc();
-        self.shared.metrics.latency.with_label_values(&["jwt"]).observe(started.elapsed().as_secs_f64());
-        let who = crate::audit::entry_who(&agent, &entry);
-        let (id, aud) = (entry.spiffe_id.to_string(), &req.audience);
-        let rec = crate::audit::jwt(
-            ferrid_audit::RecordKind::Issuance,
-            who,
-            "jwt-svid",
-            &id,
-            &svid.jti,
-            &svid.kid,
-            aud,
-            svid.issued_at,
-            svid.expires_at,
-            Some(&entry),
-        );
+        let (svid, rec) = self.mint_jwt(&agent, &request.into_inner())?;
         self.shared.audit(rec).await?;
-        Ok(Response::new(pb::MintJwtSvidResponse { svid: Some(jwt_to_proto(&svid, &entry.hint)) }))
+        Ok(Response::new(pb::MintJwtSvidResponse { svid: Some(svid) }))
+    }
+
+    async fn batch_mint_jwt_svids(
+        &self,
+        request: Request<pb::BatchMintJwtSvidsRequest>,
+    ) -> Result<Response<pb::BatchMintJwtSvidsResponse>, Status> {
+        let agent = self.authenticate(&request)?;
+        let params = request.into_inner().params;
+        let max = self.shared.cfg.raw.limits.max_batch;
+        if params.len() > max {
+            return Err(Status::invalid_argument(format!(
+                "{} JWT-SVID requests in one batch; at most {max} are allowed",
+                params.len()
+            )));
+        }
+        let mut records = Vec::with_capacity(params.len());
+        let results = params
+            .into_iter()
+            .map(|p| match self.mint_jwt(&agent, &p) {
+                Ok((svid, rec)) => {
+                    records.push(rec);
+                    pb::JwtSvidResult { entry_id: p.entry_id, svid: Some(svid), ..Default::default() }
+                }
+                Err(s) => pb::JwtSvidResult {
+                    entry_id: p.entry_id,
+                    svid: None,
+                    error_code: s.code() as i32,
+                    error_message: s.message().to_owned(),
+                },
+            })
+            .collect();
+        self.shared.audit_all(records).await?;
+        Ok(Response::new(pb::BatchMintJwtSvidsResponse { results }))
     }
 
     async fn watch_authorized(
