@@ -311,6 +311,52 @@ async fn server_end_to_end() {
     let nf = s.cli(&["entry", "show", "--id", "does-not-exist"]);
     assert!(String::from_utf8_lossy(&nf.stderr).contains("not found"));
 
+    // --- Batch creation from a file: valid entries are created together, a bad one is
+    // refused on its own, and the command says which and fails. ---
+    let data = tmp.path().join("entries.json");
+    let batch = serde_json::json!({ "entries": [
+        { "spiffe_id": format!("spiffe://{TD}/batch/a"), "parent_id": agent_id, "selectors": ["unix:uid:7"] },
+        { "spiffe_id": "spiffe://elsewhere.org/x", "parent_id": agent_id, "selectors": ["unix:uid:7"] },
+        { "spiffe_id": format!("spiffe://{TD}/batch/b"), "parent_id": agent_id, "selectors": ["unix:uid:8"],
+          "hint": "b", "x509_svid_ttl": 60 },
+    ]});
+    std::fs::write(&data, batch.to_string()).unwrap();
+    let out = s.cli(&["entry", "create", "--data", data.to_str().unwrap(), "--output", "json"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("1 of 3 entries were refused") && err.contains("entry 1 (spiffe://elsewhere.org/x)"),
+        "{err}"
+    );
+    let listed = s.json(&["entry", "list", "--parent-id", &agent_id]);
+    let batch_ids: Vec<&str> = listed["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["spiffe_id"].as_str().unwrap().contains("/batch/"))
+        .map(|e| e["spiffe_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(batch_ids, [format!("spiffe://{TD}/batch/a"), format!("spiffe://{TD}/batch/b")]);
+    // A listing fed back in is accepted as input, and every entry in it is a duplicate.
+    let again = tmp.path().join("again.json");
+    std::fs::write(&again, listed.to_string()).unwrap();
+    let out = s.cli(&["entry", "create", "--data", again.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("already exists"), "{err}");
+    let n = listed["entries"].as_array().unwrap().len();
+    assert!(err.contains(&format!("{n} of {n} entries were refused")), "{err}");
+    // Unknown fields are refused before anything is sent.
+    std::fs::write(&again, r#"{"entries":[{"spiffe_id":"x","parent_id":"y","selectors":[],"color":"red"}]}"#)
+        .unwrap();
+    let err = String::from_utf8_lossy(&s.cli(&["entry", "create", "--data", again.to_str().unwrap()]).stderr)
+        .into_owned();
+    assert!(err.contains("unknown field `color`"), "{err}");
+    for e in listed["entries"].as_array().unwrap() {
+        if e["spiffe_id"].as_str().unwrap().contains("/batch/") {
+            s.ok(&["entry", "delete", "--id", e["id"].as_str().unwrap()]);
+        }
+    }
+
     // --- Agents: list, renew, evict. ---
     let agents = s.json(&["agent", "list"]);
     assert_eq!(agents["agents"][0]["spiffe_id"], agent_id.as_str());

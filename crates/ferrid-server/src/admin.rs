@@ -99,6 +99,63 @@ impl Admin for AdminService {
         Ok(Response::new(ferrid_proto::entry_to_proto(&saved)))
     }
 
+    async fn batch_create_entry(
+        &self,
+        request: Request<pb::BatchCreateEntryRequest>,
+    ) -> Result<Response<pb::BatchCreateEntryResponse>, Status> {
+        self.authorize(&request)?;
+        let wire = request.into_inner().entries;
+        let max = self.shared.cfg.raw.limits.max_batch;
+        if wire.len() > max {
+            return Err(Status::invalid_argument(format!(
+                "{} entries in one batch; at most {max} are allowed (limits.max_batch)",
+                wire.len()
+            )));
+        }
+        let now = self.shared.now();
+        // Invalid entries are answered here; the valid ones go to the datastore together.
+        let mut results: Vec<Option<Result<tpb::Entry, Status>>> = Vec::with_capacity(wire.len());
+        let mut valid = Vec::new();
+        for w in wire {
+            match self.check_entry(Some(w)) {
+                Ok(mut e) => {
+                    e.id = EntryId(uuid::Uuid::new_v4().to_string());
+                    e.created_at = now;
+                    e.revision = 1;
+                    valid.push(e);
+                    results.push(None);
+                }
+                Err(s) => results.push(Some(Err(s))),
+            }
+        }
+        let mut saved = self.shared.create_entries(valid).await.map_err(store_status)?.into_iter();
+        let mut created = 0;
+        let results = results
+            .into_iter()
+            .map(|r| {
+                let r = r.unwrap_or_else(|| match saved.next() {
+                    Some(Ok(e)) => {
+                        created += 1;
+                        Ok(ferrid_proto::entry_to_proto(&e))
+                    }
+                    Some(Err(e)) => Err(store_status(e)),
+                    None => Err(Status::internal("the datastore answered fewer entries than it was given")),
+                });
+                match r {
+                    Ok(entry) => pb::EntryResult { entry: Some(entry), ..Default::default() },
+                    Err(s) => pb::EntryResult {
+                        entry: None,
+                        error_code: s.code() as i32,
+                        error_message: s.message().to_owned(),
+                    },
+                }
+            })
+            .collect::<Vec<_>>();
+        self.shared.metrics.entries.add(created);
+        tracing::info!(created, refused = results.len() as i64 - created, "entries created in a batch");
+        Ok(Response::new(pb::BatchCreateEntryResponse { results }))
+    }
+
     async fn update_entry(
         &self,
         request: Request<pb::UpdateEntryRequest>,

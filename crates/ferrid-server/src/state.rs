@@ -240,6 +240,21 @@ impl Shared {
         Ok(saved)
     }
 
+    /// Creates several entries in one datastore transaction, then updates the index and
+    /// wakes watchers once (see [`Store::create_entries`]).
+    pub(crate) async fn create_entries(
+        &self,
+        entries: Vec<RegistrationEntry>,
+    ) -> Result<Vec<Result<RegistrationEntry, StoreError>>, StoreError> {
+        let _w = self.write_lock.lock().await;
+        let saved = self.store.create_entries(&entries).await?;
+        if saved.iter().any(Result::is_ok) {
+            self.update_index(|idx| saved.iter().flatten().for_each(|e| idx.insert(e.clone())));
+            self.notify();
+        }
+        Ok(saved)
+    }
+
     /// Updates an entry (optimistic concurrency on `expected_revision`).
     pub(crate) async fn update_entry(
         &self,

@@ -49,6 +49,7 @@ fn sample_agent(spiffe_id: &str) -> AgentRecord {
 pub async fn run_all<S: Store>(store: &S) {
     entries_round_trip(store).await;
     duplicates_are_refused_order_insensitively(store).await;
+    batch_create(store).await;
     updates_bump_revision_and_detect_conflicts(store).await;
     failed_update_leaves_entry_intact(store).await;
     filters(store).await;
@@ -88,6 +89,36 @@ async fn duplicates_are_refused_order_insensitively<S: Store>(s: &S) {
     assert!(s.create_entry(&same_id).await.is_err(), "entry IDs are unique");
     s.delete_entry(&a.id).await.expect("cleanup");
     s.delete_entry(&c.id).await.expect("cleanup");
+}
+
+async fn batch_create<S: Store>(s: &S) {
+    let stored = sample_entry("b-stored", "spiffe://td/b/stored", &["unix:uid:1"]);
+    s.create_entry(&stored).await.expect("create");
+    let batch = vec![
+        sample_entry("b-1", "spiffe://td/b/1", &["unix:uid:1"]),
+        // Duplicate of a stored entry (selector order does not matter).
+        sample_entry("b-2", "spiffe://td/b/stored", &["unix:uid:1"]),
+        sample_entry("b-3", "spiffe://td/b/3", &["unix:uid:1", "unix:gid:3"]),
+        // Duplicate of an earlier entry in the same batch.
+        sample_entry("b-4", "spiffe://td/b/3", &["unix:gid:3", "unix:uid:1"]),
+    ];
+    let out = s.create_entries(&batch).await.expect("batch");
+    assert_eq!(out.len(), 4);
+    assert_eq!(out[0].as_ref().expect("created").revision, 1);
+    assert!(matches!(out[1], Err(StoreError::AlreadyExists(_))), "{:?}", out[1]);
+    assert!(out[2].is_ok(), "{:?}", out[2]);
+    assert!(matches!(out[3], Err(StoreError::AlreadyExists(_))), "{:?}", out[3]);
+    for (id, present) in [("b-1", true), ("b-2", false), ("b-3", true), ("b-4", false)] {
+        let got = s.get_entry(&EntryId(id.into())).await.expect("get");
+        assert_eq!(got.is_some(), present, "{id}");
+    }
+    let mut b3 = s.get_entry(&EntryId("b-3".into())).await.expect("get").expect("present");
+    b3.selectors.sort();
+    assert_eq!(b3.selectors.len(), 2, "selectors of batch entries are stored");
+    assert!(s.create_entries(&[]).await.expect("empty batch").is_empty());
+    for id in ["b-stored", "b-1", "b-3"] {
+        s.delete_entry(&EntryId(id.into())).await.expect("cleanup");
+    }
 }
 
 async fn updates_bump_revision_and_detect_conflicts<S: Store>(s: &S) {

@@ -172,6 +172,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Inserts a new entry (ID and `created_at` set by the caller) at revision 1.
     /// `AlreadyExists` when another entry has the same SPIFFE ID, parent and selector set.
     async fn create_entry(&self, entry: &RegistrationEntry) -> Result<RegistrationEntry, StoreError>;
+    /// Inserts several new entries in one transaction (one durable commit): one result
+    /// per entry, in order. An entry that would be a duplicate (of a stored one or of an
+    /// earlier one in the batch) gets `AlreadyExists` and the others are still created.
+    /// `Err` only when the batch as a whole failed, and then nothing was written.
+    async fn create_entries(
+        &self,
+        entries: &[RegistrationEntry],
+    ) -> Result<Vec<Result<RegistrationEntry, StoreError>>, StoreError>;
     /// Replaces an entry's fields and bumps its revision; `Conflict` when
     /// `expected_revision` is given and stale; `NotFound` when absent.
     async fn update_entry(
@@ -424,6 +432,36 @@ async fn insert_selectors(
     Ok(())
 }
 
+/// Inserts one entry row and its selectors inside `tx`.
+async fn insert_entry(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    entry: &RegistrationEntry,
+) -> Result<(), StoreError> {
+    let r = sqlx::query(
+        "INSERT INTO entries (id, spiffe_id, parent_id, fingerprint, x509_svid_ttl, jwt_svid_ttl, dns_names, \
+         hint, admin, expires_at, metadata, revision, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
+    )
+    .bind(&entry.id.0)
+    .bind(entry.spiffe_id.to_string())
+    .bind(entry.parent_id.to_string())
+    .bind(fingerprint(&entry.selectors))
+    .bind(i64::from(entry.x509_svid_ttl))
+    .bind(i64::from(entry.jwt_svid_ttl))
+    .bind(json(&entry.dns_names)?)
+    .bind(&entry.hint)
+    .bind(entry.admin)
+    .bind(entry.expires_at)
+    .bind(json(&entry.metadata)?)
+    .bind(entry.created_at)
+    .execute(&mut **tx)
+    .await;
+    match r {
+        Err(e) if is_unique_violation(&e) => return Err(duplicate(entry)),
+        r => r?,
+    };
+    insert_selectors(tx, &entry.id.0, &entry.selectors).await
+}
+
 fn duplicate(e: &RegistrationEntry) -> StoreError {
     StoreError::AlreadyExists(format!(
         "an entry for {} under parent {} with the same selectors already exists",
@@ -436,31 +474,30 @@ impl Store for SqliteStore {
     async fn create_entry(&self, entry: &RegistrationEntry) -> Result<RegistrationEntry, StoreError> {
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let r = sqlx::query(
-            "INSERT INTO entries (id, spiffe_id, parent_id, fingerprint, x509_svid_ttl, jwt_svid_ttl, dns_names, \
-             hint, admin, expires_at, metadata, revision, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
-        )
-        .bind(&entry.id.0)
-        .bind(entry.spiffe_id.to_string())
-        .bind(entry.parent_id.to_string())
-        .bind(fingerprint(&entry.selectors))
-        .bind(i64::from(entry.x509_svid_ttl))
-        .bind(i64::from(entry.jwt_svid_ttl))
-        .bind(json(&entry.dns_names)?)
-        .bind(&entry.hint)
-        .bind(entry.admin)
-        .bind(entry.expires_at)
-        .bind(json(&entry.metadata)?)
-        .bind(entry.created_at)
-        .execute(&mut *tx)
-        .await;
-        match r {
-            Err(e) if is_unique_violation(&e) => return Err(duplicate(entry)),
-            r => r?,
-        };
-        insert_selectors(&mut tx, &entry.id.0, &entry.selectors).await?;
+        insert_entry(&mut tx, entry).await?;
         tx.commit().await?;
         Ok(RegistrationEntry { revision: 1, ..entry.clone() })
+    }
+
+    async fn create_entries(
+        &self,
+        entries: &[RegistrationEntry],
+    ) -> Result<Vec<Result<RegistrationEntry, StoreError>>, StoreError> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            // A refused INSERT (a uniqueness violation) aborts only its own statement,
+            // not the transaction, so the rest of the batch goes on; its selectors are
+            // inserted only after the entry row succeeded.
+            out.push(match insert_entry(&mut tx, entry).await {
+                Ok(()) => Ok(RegistrationEntry { revision: 1, ..entry.clone() }),
+                Err(e @ StoreError::AlreadyExists(_)) => Err(e),
+                Err(e) => return Err(e),
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 
     async fn update_entry(

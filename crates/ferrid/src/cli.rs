@@ -115,8 +115,14 @@ struct EntryFields {
 
 #[derive(Debug, Subcommand)]
 enum EntryCmd {
-    /// Create an entry.
+    /// Create an entry, or many at once with --data.
     Create {
+        /// Create every entry in this JSON file (`-` reads standard input) instead:
+        /// `{"entries": [...]}`, each in the shape `entry list --output json` prints
+        /// (`id`, `revision` and `created_at` are ignored). Sent in batches, each one
+        /// datastore transaction; the command fails if any entry is refused.
+        #[arg(long, conflicts_with_all = ["spiffe_id", "parent_id", "selectors"])]
+        data: Option<PathBuf>,
         #[command(flatten)]
         fields: EntryFields,
         #[command(flatten)]
@@ -315,6 +321,105 @@ fn selector(s: &str) -> Result<tpb::Selector> {
     Ok(tpb::Selector { r#type: t.to_owned(), value: v.to_owned() })
 }
 
+/// One entry of `entry create --data`: the fields `entry list --output json` prints.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntryData {
+    spiffe_id: String,
+    parent_id: String,
+    selectors: Vec<String>,
+    #[serde(default)]
+    x509_svid_ttl: i32,
+    #[serde(default)]
+    jwt_svid_ttl: i32,
+    #[serde(default)]
+    dns_names: Vec<String>,
+    #[serde(default)]
+    hint: String,
+    #[serde(default)]
+    admin: bool,
+    #[serde(default)]
+    expires_at: i64,
+    #[serde(default)]
+    metadata: std::collections::BTreeMap<String, String>,
+    // Assigned by the server; accepted so a listing can be fed back in.
+    #[serde(default, rename = "id")]
+    _id: serde::de::IgnoredAny,
+    #[serde(default, rename = "revision")]
+    _revision: serde::de::IgnoredAny,
+    #[serde(default, rename = "created_at")]
+    _created_at: serde::de::IgnoredAny,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntriesFile {
+    entries: Vec<EntryData>,
+}
+
+/// Entries per `BatchCreateEntry` call (the server's default `limits.max_batch` is 1,000).
+const CREATE_BATCH: usize = 500;
+
+async fn create_from_file(path: &std::path::Path, admin: &AdminArgs) -> Result<()> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading entries from standard input")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+    };
+    let file: EntriesFile = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not an entries file ({{\"entries\": [...]}})", path.display()))?;
+    let mut wire = Vec::with_capacity(file.entries.len());
+    for (i, d) in file.entries.into_iter().enumerate() {
+        let selectors = d
+            .selectors
+            .iter()
+            .map(|s| selector(s))
+            .collect::<Result<_>>()
+            .with_context(|| format!("entry {i} ({})", d.spiffe_id))?;
+        wire.push(tpb::Entry {
+            spiffe_id: d.spiffe_id,
+            parent_id: d.parent_id,
+            selectors,
+            x509_svid_ttl: d.x509_svid_ttl,
+            jwt_svid_ttl: d.jwt_svid_ttl,
+            dns_names: d.dns_names,
+            hint: d.hint,
+            admin: d.admin,
+            expires_at: d.expires_at,
+            metadata: d.metadata.into_iter().collect(),
+            ..Default::default()
+        });
+    }
+    let mut c = connect(&admin.admin_socket).await?;
+    let (mut created, mut refused) = (Vec::new(), Vec::new());
+    for (n, chunk) in wire.chunks(CREATE_BATCH).enumerate() {
+        let r = c
+            .batch_create_entry(pb::BatchCreateEntryRequest { entries: chunk.to_vec() })
+            .await
+            .map_err(status_err)?
+            .into_inner();
+        for (i, (res, sent)) in r.results.into_iter().zip(chunk).enumerate() {
+            match res.entry {
+                Some(e) => created.push(e),
+                None => refused.push(format!(
+                    "entry {} ({}): {}",
+                    n * CREATE_BATCH + i,
+                    sent.spiffe_id,
+                    res.error_message
+                )),
+            }
+        }
+        if wire.len() > CREATE_BATCH {
+            eprintln!("{} of {} entries sent", (n * CREATE_BATCH + chunk.len()), wire.len());
+        }
+    }
+    output::entries(admin.output, &created);
+    if !refused.is_empty() {
+        bail!("{} of {} entries were refused:\n  {}", refused.len(), wire.len(), refused.join("\n  "));
+    }
+    Ok(())
+}
+
 impl EntryFields {
     /// Applies the given flags on top of `e`.
     fn apply(self, e: &mut tpb::Entry) -> Result<()> {
@@ -439,7 +544,8 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<()> {
 
 async fn entry(cmd: EntryCmd) -> Result<()> {
     match cmd {
-        EntryCmd::Create { fields, admin } => {
+        EntryCmd::Create { data: Some(path), admin, .. } => create_from_file(&path, &admin).await?,
+        EntryCmd::Create { data: None, fields, admin } => {
             if fields.spiffe_id.is_none() || fields.parent_id.is_none() || fields.selectors.is_empty() {
                 bail!("entry create needs --spiffe-id, --parent-id and at least one --selector");
             }
