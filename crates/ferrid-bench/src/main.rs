@@ -18,6 +18,8 @@
 //!   two servers, one with `[audit] enabled = false`, each minting JWT- and X.509-SVIDs
 //!   through the admin API from concurrent clients, back to back.
 //!
+//! - server memory with 100,000 registration entries (`--scale-only`), the rate
+//!   `BatchCreateEntry` stores them at, and a restart on them ([`scale`]);
 //! - revocation propagation: from the admin `Revoke` call (what `ferrid revoke --jti`
 //!   sends) to a ferrid-validate relying party on the gRPC watch refusing the token
 //!   (`--revocation-only` runs just this).
@@ -41,6 +43,7 @@ use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
 mod issuance;
+mod scale;
 
 /// Command-line options.
 #[derive(Debug, Parser)]
@@ -94,6 +97,12 @@ struct Opts {
     /// Skip OpenBao.
     #[arg(long)]
     no_bao: bool,
+    /// Registration entries for the server-memory and restart measurement.
+    #[arg(long, default_value_t = 100_000)]
+    server_entries: usize,
+    /// Only the server-memory and restart measurement.
+    #[arg(long)]
+    scale_only: bool,
 }
 
 const TD: &str = "bench.ferrid.local";
@@ -109,6 +118,7 @@ fn main() -> Result<()> {
         opts.rate = 100;
         opts.raw_seconds = 1;
         opts.batch = 10;
+        opts.server_entries = 2_000;
     }
     raise_fd_limit();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -138,6 +148,9 @@ async fn run(opts: Opts) -> Result<()> {
         return audit_comparison(&ferrid, tmp.path(), &opts).await;
     }
     let uid = nix::unistd::getuid().as_raw();
+    if opts.scale_only {
+        return server_scale(&ferrid, tmp.path(), &opts).await;
+    }
     if opts.revocation_only {
         eprintln!("starting ferrid server …");
         let server = Proc::server(&ferrid, tmp.path())?;
@@ -258,7 +271,18 @@ async fn run(opts: Opts) -> Result<()> {
     drop(agent_a);
     drop(server);
     println!();
+    server_scale(&ferrid, tmp.path(), &opts).await?;
+    println!();
     audit_comparison(&ferrid, &tmp.path().join("audit"), &opts).await
+}
+
+/// Server memory with `--server-entries` entries, and a restart on them.
+async fn server_scale(ferrid: &Path, dir: &Path, opts: &Opts) -> Result<()> {
+    eprintln!("server memory with {} entries …", opts.server_entries);
+    let settle = Duration::from_secs(opts.settle.min(5));
+    let s = scale::run(ferrid, &dir.join("scale"), opts.server_entries, settle).await?;
+    println!("{}", s.report());
+    Ok(())
 }
 
 /// Issuance throughput through the admin API with the audit log on and off: the same
