@@ -189,7 +189,21 @@ async fn run(opts: Opts) -> Result<()> {
             None
         },
     };
-    let issued = issuance::run(&iopts, &server, &mut admin, tmp.path(), Some(raw)).await?;
+    // The same runs against a second server without the audit log: OpenBao's dev
+    // server has no audit device, so that is the like-for-like comparison, and the
+    // difference is what durable auditing costs (see docs/audit.md).
+    let quiet_dir = tmp.path().join("no-audit");
+    std::fs::create_dir_all(&quiet_dir)?;
+    let quiet = Proc::server_with(&ferrid, &quiet_dir, "[audit]\nenabled = false\n")?;
+    let mut quiet_admin = admin_client(&quiet.admin_socket).await?;
+    let issued = issuance::run(
+        &iopts,
+        &mut [(issuance::AUDITED, &server, &mut admin), (issuance::UNAUDITED, &quiet, &mut quiet_admin)],
+        tmp.path(),
+        Some(raw),
+    )
+    .await?;
+    drop(quiet);
     if opts.issuance_only {
         println!("{}", issued.report());
         return Ok(());
@@ -279,7 +293,7 @@ async fn run(opts: Opts) -> Result<()> {
 /// Server memory with `--server-entries` entries, and a restart on them.
 async fn server_scale(ferrid: &Path, dir: &Path, opts: &Opts) -> Result<()> {
     eprintln!("server memory with {} entries …", opts.server_entries);
-    let settle = Duration::from_secs(opts.settle.min(5));
+    let settle = Duration::from_secs(opts.settle);
     let s = scale::run(ferrid, &dir.join("scale"), opts.server_entries, settle).await?;
     println!("{}", s.report());
     Ok(())
