@@ -26,6 +26,8 @@ use ferrid_proto::admin::v1::{self as apb, admin_client::AdminClient};
 use ferrid_proto::node::v1::{self as npb, node_client::NodeClient};
 use tonic::transport::Channel;
 
+use crate::chart::{Chart, Limit, Series, thousands};
+use crate::report::Section;
 use crate::{Latency, Proc, TD, collect, create_entry, fmt_us};
 
 /// The report's label for Ferrid in its default configuration (audit log on: every
@@ -49,6 +51,21 @@ struct Raw {
     sign: (f64, f64),
     verify: (f64, f64),
     mint: (f64, f64),
+}
+
+impl Raw {
+    // The limits are the better of 1 and N threads: on a shared machine N threads can
+    // do worse than one, and the targets must not get easier for it.
+
+    /// In-process X.509-SVID mints a second (CSR verify + sign), best of 1 and N threads.
+    fn mint_limit(&self) -> f64 {
+        self.mint.0.max(self.mint.1)
+    }
+
+    /// ES256 signatures a second, best of 1 and N threads.
+    fn sign_limit(&self) -> f64 {
+        self.sign.0.max(self.sign.1)
+    }
 }
 
 struct Row {
@@ -550,50 +567,47 @@ pub(crate) fn find_bao(explicit: Option<&Path>, root: &Path) -> Option<PathBuf> 
 }
 
 impl Issuance {
-    /// The Markdown tables: raw limits, every run, and the targets.
-    pub(crate) fn report(&self) -> String {
-        use std::fmt::Write;
+    /// The report sections: raw limits, every run, and the targets.
+    pub(crate) fn sections(&self) -> Vec<Section> {
         let r = &self.raw;
-        let mut s = String::new();
-        let _ = writeln!(s, "### Issuance: the limit (in-process, aws-lc-rs)\n");
-        let _ = writeln!(s, "| operation | 1 thread (/s) | {} threads (/s) |", r.threads);
-        let _ = writeln!(s, "| --- | --- | --- |");
+        let threads = format!("{} threads (/s)", r.threads);
+        let mut limit = Section::new(
+            "Issuance: the limit (in-process, aws-lc-rs)",
+            &["operation", "1 thread (/s)", &threads],
+        );
         for (what, (one, all)) in [
             ("ECDSA P-256 sign (ES256)", r.sign),
             ("ECDSA P-256 verify", r.verify),
             ("CSR verify + X.509-SVID sign (`Authority::mint_x509_svid`)", r.mint),
         ] {
-            let _ = writeln!(s, "| {what} | {one:.0} | {all:.0} |");
+            limit.row([what.to_owned(), format!("{one:.0}"), format!("{all:.0}")]);
         }
-        let _ = writeln!(s, "\n### Issuance through the server (closed loop)\n");
-        let _ = writeln!(
-            s,
-            "| issuer | credential | concurrency | per call | calls | credentials/s | p50 | p99 |"
+
+        let mut runs = Section::new(
+            "Issuance through the server (closed loop)",
+            &["issuer", "credential", "concurrency", "per call", "calls", "credentials/s", "p50", "p99"],
         );
-        let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- | --- | --- |");
         for row in &self.rows {
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {} | {:.0} | {} | {} |",
-                row.target,
-                row.call,
-                row.concurrency,
-                row.batch,
-                row.lat.calls,
-                row.rate(),
+            runs.row([
+                row.target.to_owned(),
+                row.call.to_owned(),
+                row.concurrency.to_string(),
+                row.batch.to_string(),
+                row.lat.calls.to_string(),
+                format!("{:.0}", row.rate()),
                 fmt_us(row.lat.p50),
-                fmt_us(row.lat.p99)
-            );
+                fmt_us(row.lat.p99),
+            ]);
         }
         if let Some(why) = &self.bao_skipped {
-            let _ = writeln!(s, "\nOpenBao skipped: {why}.");
+            runs.note(format!("OpenBao skipped: {why}."));
         }
+
         let best =
             |f: &dyn Fn(&Row) -> bool| self.rows.iter().filter(|r| f(r)).map(Row::rate).fold(0.0, f64::max);
         let bao = best(&|r| r.target == "OpenBao");
-        let _ = writeln!(s, "\n### Issuance against the targets\n");
-        let _ = writeln!(s, "| target | server | measured | ratio | |");
-        let _ = writeln!(s, "| --- | --- | --- | --- | --- |");
+        let mut targets =
+            Section::new("Issuance against the targets", &["target", "server", "measured", "ratio", ""]);
         let verdict = |ratio: f64, want: f64| {
             if ratio >= want {
                 "met".to_owned()
@@ -601,10 +615,7 @@ impl Issuance {
                 format!("**missed**: {:.0} % of the target", 100.0 * ratio / want)
             }
         };
-        // The limit is the better of 1 and N threads: on a shared machine N threads can
-        // do worse than one, and the target must not get easier for it.
-        let mint_limit = r.mint.0.max(r.mint.1);
-        let sign_limit = r.sign.0.max(r.sign.1);
+        let (mint_limit, sign_limit) = (r.mint_limit(), r.sign_limit());
         for label in [AUDITED, UNAUDITED] {
             let of = |call: &'static str, batched: Option<bool>| {
                 best(&|r| r.target == label && r.call == call && batched.is_none_or(|b| (r.batch > 1) == b))
@@ -615,35 +626,92 @@ impl Issuance {
                 continue;
             }
             let ratio = x509 / mint_limit;
-            let _ = writeln!(
-                s,
-                "| X.509-SVID ≥ 50 % of the raw CSR-verify-plus-sign limit ({mint_limit:.0}/s, best of 1 and {} threads) | {label} | {x509:.0}/s best (unbatched {x509_1:.0}/s, {:.0} %) | {:.0} % | {} |",
-                r.threads,
-                100.0 * x509_1 / mint_limit,
-                100.0 * ratio,
-                verdict(ratio, 0.5)
-            );
+            targets.row([
+                format!(
+                    "X.509-SVID ≥ 50 % of the raw CSR-verify-plus-sign limit ({mint_limit:.0}/s, best of 1 and {} threads)",
+                    r.threads
+                ),
+                label.to_owned(),
+                format!("{x509:.0}/s best (unbatched {x509_1:.0}/s, {:.0} %)", 100.0 * x509_1 / mint_limit),
+                format!("{:.0} %", 100.0 * ratio),
+                verdict(ratio, 0.5),
+            ]);
             if bao > 0.0 {
                 let ratio = x509 / bao;
-                let _ = writeln!(
-                    s,
-                    "| X.509-SVID ≥ 4× OpenBao ({bao:.0}/s best, no audit device) | {label} | {x509:.0}/s best (unbatched {x509_1:.0}/s, {:.1}×) | {ratio:.1}× | {} |",
-                    x509_1 / bao,
-                    verdict(ratio, 4.0)
-                );
+                targets.row([
+                    format!("X.509-SVID ≥ 4× OpenBao ({bao:.0}/s best, no audit device)"),
+                    label.to_owned(),
+                    format!("{x509:.0}/s best (unbatched {x509_1:.0}/s, {:.1}×)", x509_1 / bao),
+                    format!("{ratio:.1}×"),
+                    verdict(ratio, 4.0),
+                ]);
             } else {
-                let _ = writeln!(s, "| X.509-SVID ≥ 4× OpenBao | {label} | OpenBao not run | — | — |");
+                targets.row(["X.509-SVID ≥ 4× OpenBao", label, "OpenBao not run", "—", "—"]);
             }
             let ratio = jwt / sign_limit;
-            let _ = writeln!(
-                s,
-                "| JWT-SVID ≥ 50 % of raw ES256 signing ({sign_limit:.0}/s, best of 1 and {} threads) | {label} | {jwt:.0}/s best (unbatched {jwt_1:.0}/s, {:.0} %) | {:.0} % | {} |",
-                r.threads,
-                100.0 * jwt_1 / sign_limit,
-                100.0 * ratio,
-                verdict(ratio, 0.5)
-            );
+            targets.row([
+                format!(
+                    "JWT-SVID ≥ 50 % of raw ES256 signing ({sign_limit:.0}/s, best of 1 and {} threads)",
+                    r.threads
+                ),
+                label.to_owned(),
+                format!("{jwt:.0}/s best (unbatched {jwt_1:.0}/s, {:.0} %)", 100.0 * jwt_1 / sign_limit),
+                format!("{:.0} %", 100.0 * ratio),
+                verdict(ratio, 0.5),
+            ]);
         }
-        s
+        vec![limit, runs, targets]
+    }
+
+    /// The chart's data: credentials/s against concurrency for each measured series
+    /// (issuer, credential, batched or not), and the raw limits as reference lines.
+    pub(crate) fn chart(&self) -> Chart {
+        let mut series: Vec<Series> = Vec::new();
+        for row in &self.rows {
+            let call = row.call.strip_suffix("-SVID").unwrap_or(row.call);
+            // "Ferrid, audit off" → "Ferrid X.509, unbatched, audit off".
+            let (issuer, variant) =
+                row.target.split_once(", ").map_or((row.target, None), |(i, v)| (i, Some(v)));
+            let mut label = format!("{issuer} {call}");
+            match row.batch {
+                1 if issuer == "OpenBao" => {}
+                1 => label.push_str(", unbatched"),
+                b => label.push_str(&format!(", batched ({b} a call)")),
+            }
+            if let Some(v) = variant {
+                label.push_str(&format!(", {v}"));
+            }
+            // The same call against the server without its audit log: same colour, dashed.
+            let key = format!("{call} {}", row.batch > 1);
+            let key = if row.target == "OpenBao" { format!("OpenBao {key}") } else { key };
+            let dashed = row.target == UNAUDITED;
+            match series.iter_mut().find(|s| s.label == label) {
+                Some(s) => s.points.push((row.concurrency, row.rate())),
+                None => {
+                    series.push(Series { label, key, dashed, points: vec![(row.concurrency, row.rate())] })
+                }
+            }
+        }
+        for s in &mut series {
+            s.points.sort_by_key(|p| p.0);
+        }
+        let r = &self.raw;
+        Chart {
+            title: "Issuance throughput against concurrency (closed loop)".into(),
+            series,
+            limits: vec![
+                Limit {
+                    label: format!(
+                        "raw limit: CSR verify + X.509-SVID sign, {}/s",
+                        thousands(r.mint_limit())
+                    ),
+                    rate: r.mint_limit(),
+                },
+                Limit {
+                    label: format!("raw limit: ES256 sign, {}/s", thousands(r.sign_limit())),
+                    rate: r.sign_limit(),
+                },
+            ],
+        }
     }
 }

@@ -12,6 +12,7 @@ use anyhow::{Result, ensure};
 use ferrid_proto::admin::v1 as apb;
 use ferrid_proto::types::v1 as tpb;
 
+use crate::report::Section;
 use crate::{Proc, TD, admin_client};
 
 /// Entries per `BatchCreateEntry` call (the server's default `limits.max_batch`).
@@ -91,24 +92,30 @@ pub(crate) async fn run(ferrid: &Path, dir: &Path, n: usize, settle: Duration) -
 }
 
 impl Scale {
-    /// Markdown: one table.
-    pub(crate) fn report(&self) -> String {
+    /// The report section: one table.
+    pub(crate) fn section(&self) -> Section {
         let mib = |k: f64| format!("{:.1} MiB", k / 1024.0);
         let per = |k: f64| format!("{:.2} KiB", (k - self.empty_kib) / self.entries.max(1) as f64);
         let n = self.entries;
-        format!(
-            "| state | RSS | per entry over empty |\n| --- | --- | --- |\n\
-             | empty server | {} | — |\n\
-             | {n} entries created through `BatchCreateEntry` ({:.1} s, {:.0} entries/s) | {} | {} |\n\
-             | restarted on that datastore (ready after {:.2} s) | {} | {} |\n",
-            mib(self.empty_kib),
-            self.create.as_secs_f64(),
-            n as f64 / self.create.as_secs_f64(),
+        let mut s = Section::new(
+            format!("Server memory with {n} registration entries"),
+            &["state", "RSS", "per entry over empty"],
+        );
+        s.row(["empty server".to_owned(), mib(self.empty_kib), "—".to_owned()]);
+        s.row([
+            format!(
+                "{n} entries created through `BatchCreateEntry` ({:.1} s, {:.0} entries/s)",
+                self.create.as_secs_f64(),
+                n as f64 / self.create.as_secs_f64()
+            ),
             mib(self.loaded_kib),
             per(self.loaded_kib),
-            self.restart.as_secs_f64(),
+        ]);
+        s.row([
+            format!("restarted on that datastore (ready after {:.2} s)", self.restart.as_secs_f64()),
             mib(self.restarted_kib),
             per(self.restarted_kib),
-        )
+        ]);
+        s
     }
 }
