@@ -23,6 +23,13 @@ pub const HEAD_FILE: &str = "audit.head";
 const QUEUE: usize = 16 * 1024;
 /// Records in one commit at most.
 const MAX_BATCH: usize = 4096;
+/// While more records are waiting, the head file is replaced at most this often.
+/// Replacing it (create, write, rename) adds directory and allocation work to the next
+/// commit's journal flush; on ext4 that doubled the cost of every commit (2.5 → 4.8 ms
+/// measured here), so under load it is done once per interval instead of per commit.
+/// When the queue is empty after a commit the head is always brought up to date before
+/// anyone hears back.
+const HEAD_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A position in the log the index keeps: record `seq` starts at byte `offset`, and
 /// every record before it is older than `max_time_before` or equal to it.
@@ -228,6 +235,7 @@ fn open_blocking(dir: PathBuf, clock: Arc<dyn Clock>) -> Result<AuditLog, AuditE
         clock,
         state: state.clone(),
         failed: None,
+        head_written: std::time::Instant::now(),
     };
     let (tx, rx) = mpsc::channel(QUEUE);
     std::thread::Builder::new()
@@ -270,6 +278,8 @@ struct Writer {
     clock: Arc<dyn Clock>,
     state: Arc<Mutex<State>>,
     failed: Option<String>,
+    /// When the head file was last replaced.
+    head_written: std::time::Instant,
 }
 
 impl Writer {
@@ -283,11 +293,11 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.commit(&mut batch);
+            self.commit(&mut batch, &rx);
         }
     }
 
-    fn commit(&mut self, batch: &mut Vec<Job>) {
+    fn commit(&mut self, batch: &mut Vec<Job>, rx: &mpsc::Receiver<Job>) {
         if let Some(msg) = &self.failed {
             for job in batch.drain(..) {
                 reply(job.reply, Err(AuditError::Failed(msg.clone())));
@@ -367,9 +377,14 @@ impl Writer {
             st.index.extend(points);
             st.last_checkpoint = Some(signed.clone());
         }
-        // The head goes first so that whoever heard back also finds it up to date.
-        if let Err(e) = write_head(&self.dir, &signed) {
-            tracing::warn!(error = %e, "could not replace the audit head file (the log itself is durable)");
+        // The head goes first so that whoever heard back also finds it up to date,
+        // unless more records are already waiting (then within `HEAD_EVERY`, and with
+        // the last commit before the queue drains).
+        if rx.is_empty() || self.head_written.elapsed() >= HEAD_EVERY {
+            if let Err(e) = write_head(&self.dir, &signed) {
+                tracing::warn!(error = %e, "could not replace the audit head file (the log itself is durable)");
+            }
+            self.head_written = std::time::Instant::now();
         }
         for (s, r) in accepted {
             reply(r, Ok(s));

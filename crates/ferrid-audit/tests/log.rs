@@ -459,3 +459,29 @@ async fn parsed_lines_re_encode_to_the_same_bytes() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_head_is_current_once_a_burst_of_concurrent_appends_drains() {
+    // Under load the head file is replaced at most every 250 ms (see `HEAD_EVERY`), but
+    // the commit that empties the queue always brings it up to date before replying.
+    let d = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(d.path(), clock()).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..16 {
+        let log = log.clone();
+        tasks.spawn(async move {
+            for i in 0..50 {
+                log.append(rec(t * 100 + i)).await.unwrap();
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let last = log.checkpoint().unwrap();
+    assert_eq!(last.checkpoint.size, 800);
+    let head = ferrid_audit::read_checkpoint_file(&d.path().join(HEAD_FILE)).unwrap().unwrap();
+    assert_eq!(head.checkpoint, last.checkpoint, "the head seals every record once appends stop");
+    drop(log);
+    assert!(problems(d.path()).is_empty());
+}

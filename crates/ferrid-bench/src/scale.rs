@@ -112,7 +112,10 @@ impl Scale {
             per(self.loaded_kib),
         ]);
         s.row([
-            format!("restarted on that datastore (ready after {:.2} s)", self.restart.as_secs_f64()),
+            format!(
+                "restarted on that datastore (admin socket accepting after {:.2} s)",
+                self.restart.as_secs_f64()
+            ),
             mib(self.restarted_kib),
             per(self.restarted_kib),
         ]);
