@@ -473,6 +473,25 @@ fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Writes `dir/server.toml` for a server with its data under `dir/server`, the node API
+/// on `node`, the health endpoint on `health` (empty: off) and the admin socket
+/// `dir/admin.sock`, followed by `extra` (TOML sections). Returns the two paths.
+pub(crate) fn server_config(dir: &Path, node: &str, health: &str, extra: &str) -> Result<(PathBuf, PathBuf)> {
+    let admin_socket = dir.join("admin.sock");
+    let cfg = dir.join("server.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "trust_domain = \"{TD}\"\ndata_dir = \"{d}/server\"\nbind_address = \"{node}\"\n\
+             health_address = \"{health}\"\nadmin_socket = \"{s}\"\n[log]\nlevel = \"warn\"\n{extra}",
+            d = dir.display(),
+            s = admin_socket.display()
+        ),
+    )
+    .with_context(|| format!("writing {}", cfg.display()))?;
+    Ok((cfg, admin_socket))
+}
+
 impl Proc {
     fn server(ferrid: &Path, dir: &Path) -> Result<Proc> {
         Self::server_with(ferrid, dir, "")
@@ -481,17 +500,7 @@ impl Proc {
     /// A server whose configuration ends with `extra` (TOML sections).
     fn server_with(ferrid: &Path, dir: &Path, extra: &str) -> Result<Proc> {
         let node = format!("127.0.0.1:{}", free_port()?);
-        let admin_socket = dir.join("admin.sock");
-        let cfg = dir.join("server.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "trust_domain = \"{TD}\"\ndata_dir = \"{d}/server\"\nbind_address = \"{node}\"\n\
-                 health_address = \"\"\nadmin_socket = \"{s}\"\n[log]\nlevel = \"warn\"\n{extra}",
-                d = dir.display(),
-                s = admin_socket.display()
-            ),
-        )?;
+        let (cfg, admin_socket) = server_config(dir, &node, "", extra)?;
         let log = dir.join("server.log");
         let child = Command::new(ferrid)
             .args(["server", "--config"])

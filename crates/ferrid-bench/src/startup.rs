@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail, ensure};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::report::Section;
-use crate::{TD, fmt_us, percentile};
+use crate::{fmt_us, percentile};
 
 /// How often `/ready` is polled.
 const POLL: Duration = Duration::from_millis(1);
@@ -51,18 +51,7 @@ pub(crate) async fn run(ferrid: &Path, dir: &Path, samples: usize) -> Result<Sta
 /// `GET /ready` → 200, checks the admin API answers, and stops the server.
 async fn time_to_ready(ferrid: &Path, dir: &Path) -> Result<Duration> {
     let [node, health] = two_ports()?.map(|p| format!("127.0.0.1:{p}"));
-    let admin_socket = dir.join("admin.sock");
-    let cfg = dir.join("server.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "trust_domain = \"{TD}\"\ndata_dir = \"{d}/server\"\nbind_address = \"{node}\"\n\
-             health_address = \"{health}\"\nadmin_socket = \"{s}\"\n[log]\nlevel = \"warn\"\n",
-            d = dir.display(),
-            s = admin_socket.display()
-        ),
-    )
-    .with_context(|| format!("writing {}", cfg.display()))?;
+    let (cfg, admin_socket) = crate::server_config(dir, &node, &health, "")?;
     let log = dir.join("server.log");
     let stderr = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
     let began = Instant::now();

@@ -105,13 +105,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::BatchCreateEntryResponse>, Status> {
         self.authorize(&request)?;
         let wire = request.into_inner().entries;
-        let max = self.shared.cfg.raw.limits.max_batch;
-        if wire.len() > max {
-            return Err(Status::invalid_argument(format!(
-                "{} entries in one batch; at most {max} are allowed (limits.max_batch)",
-                wire.len()
-            )));
-        }
+        self.shared.check_batch(wire.len(), "entries")?;
         let now = self.shared.now();
         // Invalid entries are answered here; the valid ones go to the datastore together.
         let mut results: Vec<Option<Result<tpb::Entry, Status>>> = Vec::with_capacity(wire.len());

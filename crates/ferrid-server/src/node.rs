@@ -481,13 +481,7 @@ impl Node for NodeService {
     ) -> Result<Response<pb::BatchMintX509SvidsResponse>, Status> {
         let agent = self.authenticate(&request)?;
         let params = request.into_inner().params;
-        let max = self.shared.cfg.raw.limits.max_batch;
-        if params.len() > max {
-            return Err(Status::invalid_argument(format!(
-                "{} CSRs in one batch; at most {max} are allowed",
-                params.len()
-            )));
-        }
+        self.shared.check_batch(params.len(), "CSRs")?;
         let idx = self.shared.entries();
         let now = self.shared.now();
         let mut entries = Vec::with_capacity(params.len());
@@ -538,13 +532,7 @@ impl Node for NodeService {
     ) -> Result<Response<pb::BatchMintJwtSvidsResponse>, Status> {
         let agent = self.authenticate(&request)?;
         let params = request.into_inner().params;
-        let max = self.shared.cfg.raw.limits.max_batch;
-        if params.len() > max {
-            return Err(Status::invalid_argument(format!(
-                "{} JWT-SVID requests in one batch; at most {max} are allowed",
-                params.len()
-            )));
-        }
+        self.shared.check_batch(params.len(), "JWT-SVID requests")?;
         let mut records = Vec::with_capacity(params.len());
         let results = params
             .into_iter()

@@ -223,6 +223,17 @@ impl Shared {
         self.clock.unix()
     }
 
+    /// Refuses a batch call with more than `limits.max_batch` items (`what` names them).
+    pub(crate) fn check_batch(&self, len: usize, what: &str) -> Result<(), tonic::Status> {
+        let max = self.cfg.raw.limits.max_batch;
+        if len > max {
+            return Err(tonic::Status::invalid_argument(format!(
+                "{len} {what} in one batch; at most {max} are allowed (limits.max_batch)"
+            )));
+        }
+        Ok(())
+    }
+
     pub(crate) fn bundle(&self) -> TrustBundle {
         self.ca.bundle()
     }
