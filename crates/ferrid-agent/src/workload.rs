@@ -34,6 +34,9 @@ pub(crate) use wit::WitCache;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+/// JWT-SVID requests per `BatchMintJwtSvids` call (the agent's X.509 batches are 500 too).
+const JWT_BATCH: usize = 500;
+
 /// What a cached JWT-SVID was minted for: the entry at one revision and a sorted,
 /// de-duplicated audience set.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -273,34 +276,41 @@ impl WorkloadService {
             Status::new(code, format!("minting a JWT-SVID for {}: {msg}", e.spiffe_id))
         };
         if entries.len() > 1 {
-            let batch = npb::BatchMintJwtSvidsRequest { params: entries.iter().map(|e| params(e)).collect() };
-            match client.clone().batch_mint_jwt_svids(batch).await {
-                Ok(resp) => {
-                    let results = resp.into_inner().results;
-                    if results.len() != entries.len() {
-                        return Err(Status::internal(format!(
-                            "server answered {} of {} JWT-SVID requests",
-                            results.len(),
-                            entries.len()
-                        )));
+            let mut out = Vec::with_capacity(entries.len());
+            // Chunks stay under the server's default `limits.max_batch` (1,000).
+            for chunk in entries.chunks(JWT_BATCH) {
+                let batch =
+                    npb::BatchMintJwtSvidsRequest { params: chunk.iter().map(|e| params(e)).collect() };
+                match client.clone().batch_mint_jwt_svids(batch).await {
+                    Ok(resp) => {
+                        let results = resp.into_inner().results;
+                        if results.len() != chunk.len() {
+                            return Err(Status::internal(format!(
+                                "server answered {} of {} JWT-SVID requests",
+                                results.len(),
+                                chunk.len()
+                            )));
+                        }
+                        for (e, r) in chunk.iter().zip(results) {
+                            out.push(r.svid.ok_or_else(|| {
+                                failed(e, tonic::Code::from(r.error_code), &r.error_message)
+                            })?);
+                        }
                     }
-                    return entries
-                        .iter()
-                        .zip(results)
-                        .map(|(e, r)| {
-                            r.svid.ok_or_else(|| failed(e, tonic::Code::from(r.error_code), &r.error_message))
-                        })
-                        .collect();
+                    Err(s) if s.code() == tonic::Code::Unimplemented && out.is_empty() => {
+                        tracing::debug!("server has no BatchMintJwtSvids; minting one at a time");
+                        break;
+                    }
+                    Err(s) => {
+                        return Err(Status::new(
+                            s.code(),
+                            format!("minting JWT-SVIDs for {} identities: {}", chunk.len(), s.message()),
+                        ));
+                    }
                 }
-                Err(s) if s.code() == tonic::Code::Unimplemented => {
-                    tracing::debug!("server has no BatchMintJwtSvids; minting one at a time");
-                }
-                Err(s) => {
-                    return Err(Status::new(
-                        s.code(),
-                        format!("minting JWT-SVIDs for {} identities: {}", entries.len(), s.message()),
-                    ));
-                }
+            }
+            if out.len() == entries.len() {
+                return Ok(out);
             }
         }
         let mut out = Vec::with_capacity(entries.len());
