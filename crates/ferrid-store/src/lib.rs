@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ferrid_types::{AgentRecord, EntryId, JoinTokenRecord, RegistrationEntry, Selector, SpiffeId};
+use futures::TryStreamExt as _;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
@@ -611,23 +612,30 @@ impl Store for SqliteStore {
         );
         push_filter(&mut q, filter);
         q.push(" ORDER BY s.entry_id, s.type, s.value");
+        // Rows are streamed, not collected: at 100,000 entries a collected result set
+        // is a transient peak that the allocator keeps resident after start-up.
         let mut selectors: HashMap<String, Vec<Selector>> = HashMap::new();
-        for r in q.build().fetch_all(&mut *tx).await? {
-            let s = Selector::new(r.try_get::<String, _>("type")?, r.try_get::<String, _>("value")?)
-                .map_err(|e| bad("selector", e))?;
-            selectors.entry(r.try_get("entry_id")?).or_default().push(s);
+        {
+            let mut rows = q.build().fetch(&mut *tx);
+            while let Some(r) = rows.try_next().await? {
+                let s = Selector::new(r.try_get::<String, _>("type")?, r.try_get::<String, _>("value")?)
+                    .map_err(|e| bad("selector", e))?;
+                selectors.entry(r.try_get("entry_id")?).or_default().push(s);
+            }
         }
         let mut q = QueryBuilder::<Sqlite>::new("SELECT e.* FROM entries e");
         push_filter(&mut q, filter);
         q.push(" ORDER BY e.spiffe_id, e.id");
-        let rows = q.build().fetch_all(&mut *tx).await?;
-        tx.commit().await?;
-        rows.iter()
-            .map(|row| {
+        let mut out = Vec::new();
+        {
+            let mut rows = q.build().fetch(&mut *tx);
+            while let Some(row) = rows.try_next().await? {
                 let id: String = row.try_get("id")?;
-                entry_from_row(row, selectors.remove(&id).unwrap_or_default())
-            })
-            .collect()
+                out.push(entry_from_row(&row, selectors.remove(&id).unwrap_or_default())?);
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 
     async fn create_join_token(&self, t: &JoinTokenRecord) -> Result<(), StoreError> {
