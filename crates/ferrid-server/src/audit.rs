@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use ferrid_audit::{AuditLog, AuditRecord, RecordKind, What, Who};
-use ferrid_proto::node::v1 as pb;
 use ferrid_proto::types::v1 as tpb;
 use ferrid_types::{AgentRecord, Clock, RegistrationEntry};
 use serde::Deserialize;
@@ -235,34 +234,6 @@ pub(crate) fn evidence_denial(attestor: &str, evidence: &[u8], credential_type: 
     }
 }
 
-/// The records of one `BatchMintX509Svids`: an issuance per SVID, a denial per entry the
-/// agent is not authorized for. (Policy denials were recorded when decided; CSR errors
-/// are not decisions.)
-pub(crate) fn x509_batch(
-    agent: &AgentRecord,
-    entries: &[Option<Arc<RegistrationEntry>>],
-    results: &[pb::X509SvidResult],
-    now: i64,
-) -> (Vec<AuditRecord>, Vec<(AuditRecord, Status)>) {
-    let mut issued = Vec::new();
-    let mut denied = Vec::new();
-    for (r, entry) in results.iter().zip(entries) {
-        match (&r.svid, entry.as_deref()) {
-            (Some(svid), Some(e)) => {
-                issued.push(x509(RecordKind::Issuance, entry_who(agent, e), svid, "x509-svid", Some(e), now));
-            }
-            (None, None) if r.error_code == tonic::Code::PermissionDenied as i32 => {
-                denied.push((
-                    unauthorized(agent, &r.entry_id, Some("x509-svid")),
-                    Status::permission_denied(r.error_message.clone()),
-                ));
-            }
-            _ => {}
-        }
-    }
-    (issued, denied)
-}
-
 /// The policy decision's record of a denial (see [`crate::policy::decide`]).
 pub(crate) fn policy_denial(
     who: &crate::policy::Who<'_>,
@@ -458,20 +429,6 @@ pub(crate) fn admin_who<T>(req: &tonic::Request<T>) -> Who {
 }
 
 impl Shared {
-    /// Records a `BatchMintX509Svids` (see [`x509_batch`]).
-    pub(crate) async fn audit_x509_batch(
-        &self,
-        agent: &AgentRecord,
-        entries: &[Option<Arc<RegistrationEntry>>],
-        results: &[pb::X509SvidResult],
-    ) -> Result<(), Status> {
-        let (issued, denied) = x509_batch(agent, entries, results, self.now());
-        for (r, s) in denied {
-            self.deny(r, s);
-        }
-        self.audit_all(issued).await
-    }
-
     /// Sets the audit log (`None`: off).
     pub(crate) fn with_audit(mut self, log: Option<AuditLog>) -> Self {
         self.audit = log;

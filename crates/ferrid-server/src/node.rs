@@ -111,15 +111,18 @@ impl NodeService {
         Ok(agent)
     }
 
+    /// Entry `entry_id` if `agent` may serve it; otherwise PermissionDenied, with a denial
+    /// record naming `credential_type` when given.
     fn authorized_entry(
         &self,
         agent: &AgentRecord,
         entry_id: &str,
+        credential_type: Option<&str>,
     ) -> Result<Arc<RegistrationEntry>, Status> {
         let idx = self.shared.entries();
         idx.authorize(agent, &self.shared.server_id, entry_id, self.shared.now()).ok_or_else(|| {
             self.shared.deny(
-                crate::audit::unauthorized(agent, entry_id, None),
+                crate::audit::unauthorized(agent, entry_id, credential_type),
                 Status::permission_denied(format!(
                     "agent {} is not authorized for entry {entry_id:?}",
                     agent.spiffe_id
@@ -161,12 +164,16 @@ impl NodeService {
         .map(drop)
     }
 
+    /// Mints one X.509-SVID for entry `entry_id` from `csr` (authorization, policy,
+    /// signature) and returns it with its audit record, which the caller commits before
+    /// answering.
     fn mint_x509(
         &self,
         agent: &AgentRecord,
-        entry: &RegistrationEntry,
+        entry_id: &str,
         csr: &[u8],
-    ) -> Result<tpb::X509Svid, Status> {
+    ) -> Result<(tpb::X509Svid, ferrid_audit::AuditRecord), Status> {
+        let entry = &*self.authorized_entry(agent, entry_id, Some("x509-svid"))?;
         let ttl = ttl_of(entry.x509_svid_ttl).unwrap_or(self.shared.cfg.raw.svid.x509_ttl);
         self.decide_issue(agent, entry, ferrid_policy::CredentialKind::X509, &[], Some(ttl))?;
         let started = Instant::now();
@@ -186,7 +193,16 @@ impl NodeService {
         self.shared.metrics.issued.with_label_values(&["x509"]).inc();
         self.shared.metrics.latency.with_label_values(&["x509"]).observe(started.elapsed().as_secs_f64());
         tracing::debug!(spiffe_id = %entry.spiffe_id, entry = %entry.id, not_after = svid.not_after, "minted X.509-SVID");
-        Ok(x509_to_proto(&svid, Some(entry)))
+        let wire = x509_to_proto(&svid, Some(entry));
+        let rec = crate::audit::x509(
+            ferrid_audit::RecordKind::Issuance,
+            crate::audit::entry_who(agent, entry),
+            &wire,
+            "x509-svid",
+            Some(entry),
+            self.shared.now(),
+        );
+        Ok((wire, rec))
     }
 
     /// Mints one JWT-SVID for `req` (authorization, authority model, policy, signature)
@@ -196,7 +212,7 @@ impl NodeService {
         agent: &AgentRecord,
         req: &pb::MintJwtSvidRequest,
     ) -> Result<(tpb::JwtSvid, ferrid_audit::AuditRecord), Status> {
-        let entry = self.authorized_entry(agent, &req.entry_id)?;
+        let entry = self.authorized_entry(agent, &req.entry_id, None)?;
         match entry.authority_model() {
             Some(ferrid_types::AuthorityModel::Delegated) => {
                 return Err(self.shared.deny(crate::audit::entry_denial(agent, &entry, "jwt-svid"), Status::permission_denied(format!(
@@ -482,37 +498,23 @@ impl Node for NodeService {
         let agent = self.authenticate(&request)?;
         let params = request.into_inner().params;
         self.shared.check_batch(params.len(), "CSRs")?;
-        let idx = self.shared.entries();
-        let now = self.shared.now();
-        let mut entries = Vec::with_capacity(params.len());
-        let results: Vec<pb::X509SvidResult> = params
+        let mut records = Vec::with_capacity(params.len());
+        let results = params
             .into_iter()
-            .map(|p| {
-                let entry = idx.authorize(&agent, &self.shared.server_id, &p.entry_id, now);
-                let outcome = entry
-                    .as_deref()
-                    .ok_or_else(|| {
-                        Status::permission_denied(format!(
-                            "agent {} is not authorized for entry {:?}",
-                            agent.spiffe_id, p.entry_id
-                        ))
-                    })
-                    .and_then(|e| self.mint_x509(&agent, e, &p.csr));
-                entries.push(entry);
-                match outcome {
-                    Ok(svid) => {
-                        pb::X509SvidResult { entry_id: p.entry_id, svid: Some(svid), ..Default::default() }
-                    }
-                    Err(s) => pb::X509SvidResult {
-                        entry_id: p.entry_id,
-                        svid: None,
-                        error_code: s.code() as i32,
-                        error_message: s.message().to_owned(),
-                    },
+            .map(|p| match self.mint_x509(&agent, &p.entry_id, &p.csr) {
+                Ok((svid, rec)) => {
+                    records.push(rec);
+                    pb::X509SvidResult { entry_id: p.entry_id, svid: Some(svid), ..Default::default() }
                 }
+                Err(s) => pb::X509SvidResult {
+                    entry_id: p.entry_id,
+                    svid: None,
+                    error_code: s.code() as i32,
+                    error_message: s.message().to_owned(),
+                },
             })
             .collect();
-        self.shared.audit_x509_batch(&agent, &entries, &results).await?;
+        self.shared.audit_all(records).await?;
         Ok(Response::new(pb::BatchMintX509SvidsResponse { results }))
     }
 
@@ -574,7 +576,7 @@ impl Node for NodeService {
     ) -> Result<Response<pb::MintWitSvidResponse>, Status> {
         let agent = self.authenticate(&request)?;
         let req = request.into_inner();
-        let entry = self.authorized_entry(&agent, &req.entry_id)?;
+        let entry = self.authorized_entry(&agent, &req.entry_id, None)?;
         let ttl = self.jwt_ttl(req.ttl, &entry);
         self.decide_issue(
             &agent,
