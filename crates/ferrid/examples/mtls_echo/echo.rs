@@ -81,13 +81,9 @@ pub(crate) struct IdentityOptions {
 
 /// Lowercase hex serial without leading zeros (the revocation feed's form).
 pub(crate) fn serial_of(der: &[u8]) -> String {
-    match x509_parser::parse_x509_certificate(der) {
-        Ok((_, cert)) => {
-            let hex: String = cert.raw_serial().iter().map(|b| format!("{b:02x}")).collect();
-            ferrid_validate::set::normalize_serial(&hex)
-        }
-        Err(_) => "<unparsable>".into(),
-    }
+    ferrid_tls::serial_of(der)
+        .map(|hex| ferrid_validate::set::normalize_serial(&hex))
+        .unwrap_or_else(|_| "<unparsable>".into())
 }
 
 /// Delegates to the [`SvidResolver`] and remembers the serial it handed out last, so the
