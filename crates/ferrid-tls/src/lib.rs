@@ -33,8 +33,6 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 pub struct PeerInfo {
     /// Remote address.
     pub remote: Option<std::net::SocketAddr>,
-    /// The client's certificate chain, when it presented one (leaf first).
-    pub certs: Option<Arc<Vec<CertificateDer<'static>>>>,
     /// The client's leaf certificate, parsed once when the connection is accepted (so
     /// handlers do not parse it on every call); `None` without a client certificate,
     /// `Some(Err)` when it is not a usable X.509-SVID.
@@ -72,15 +70,13 @@ impl Connected for TlsConn {
     type ConnectInfo = PeerInfo;
     fn connect_info(&self) -> PeerInfo {
         let (tcp, session) = self.0.get_ref();
-        let certs: Option<Arc<Vec<CertificateDer<'static>>>> =
-            session.peer_certificates().map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect()));
-        let leaf = certs.as_ref().map(|c| {
+        let leaf = session.peer_certificates().map(|c| {
             Arc::new(match c.first() {
                 Some(leaf) => PeerLeaf::parse(leaf.as_ref()),
                 None => Err("empty client certificate chain".into()),
             })
         });
-        PeerInfo { remote: tcp.peer_addr().ok(), certs, leaf }
+        PeerInfo { remote: tcp.peer_addr().ok(), leaf }
     }
 }
 
