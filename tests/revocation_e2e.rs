@@ -17,7 +17,7 @@ fn now() -> i64 {
 }
 
 /// The serial and notBefore of the agent's current X.509-SVID for `hint`.
-fn current_svid(agent: &Agent, dir: &std::path::Path) -> Result<(String, i64), String> {
+fn current_svid(agent: &Agent, dir: &std::path::Path) -> Result<(ferrid_types::Serial, i64), String> {
     let out = dir.join(format!("fetch-{}", rand::random::<u32>()));
     let o = agent.cli(&["agent", "fetch", "x509", "--write", out.to_str().unwrap()]);
     if !o.status.success() {
@@ -26,8 +26,8 @@ fn current_svid(agent: &Agent, dir: &std::path::Path) -> Result<(String, i64), S
     let pem = std::fs::read(out.join("svid.pem")).unwrap();
     let der = pem::parse_many(&pem).unwrap().remove(0).into_contents();
     let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
-    let serial: String = cert.raw_serial().iter().map(|b| format!("{b:02x}")).collect();
-    Ok((ferrid_validate::set::normalize_serial(&serial), cert.validity().not_before.timestamp()))
+    let serial = ferrid_types::Serial::from_bytes(cert.raw_serial()).map_err(|e| e.to_string())?;
+    Ok((serial, cert.validity().not_before.timestamp()))
 }
 
 /// A push receiver: answers 202 and keeps every body it is sent.
@@ -105,10 +105,10 @@ async fn revocations_reach_agents_pollers_and_push_receivers() {
     assert_eq!(first["sets"], json!({}));
 
     // Revoke the workload's X.509-SVID by serial.
-    let r = server.json(&["revoke", "--serial", &serial.to_uppercase(), "--reason", "key leaked"]);
+    let r = server.json(&["revoke", "--serial", &serial.as_str().to_uppercase(), "--reason", "key leaked"]);
     let rev = &r["revocations"][0];
     assert_eq!(rev["kind"], "x509");
-    assert_eq!(rev["value"], serial);
+    assert_eq!(rev["value"], serial.as_str());
     let set_id = rev["id"].as_str().unwrap().to_owned();
 
     // The agent drops it and serves a replacement at once.
@@ -128,8 +128,8 @@ async fn revocations_reach_agents_pollers_and_push_receivers() {
     let v = verify_set(token, &keys(&server), &iss, &aud, now()).unwrap();
     assert_eq!(v.jti, set_id);
     match &v.event.revocation {
-        Revocation::X509 { serial_hex, spiffe_id, .. } => {
-            assert_eq!(serial_hex, &serial);
+        Revocation::X509 { serial: got, spiffe_id, .. } => {
+            assert_eq!(got, &serial);
             assert_eq!(spiffe_id, &None, "a workload SVID's holder is not known to the server");
         }
         other => panic!("expected an X.509 revocation, got {other:?}"),
@@ -166,7 +166,7 @@ async fn revocations_reach_agents_pollers_and_push_receivers() {
     let out = poller.poll_once(&Default::default(), true).await.unwrap();
     assert_eq!(out.applied, std::slice::from_ref(&set_id), "{out:?}");
     let refused = rp_revocations.check_serial(&serial, "", 0, now()).unwrap_err();
-    assert!(refused.to_string().contains(&serial), "{refused}");
+    assert!(refused.to_string().contains(serial.as_str()), "{refused}");
     rp_revocations.check_serial(&new_serial, &format!("spiffe://{TD}/web"), now(), now()).unwrap();
     let acked = poller.poll_once(&out, true).await.unwrap();
     assert!(acked.applied.is_empty(), "acknowledged SETs are not sent again: {acked:?}");
@@ -253,7 +253,7 @@ async fn revocations_reach_agents_pollers_and_push_receivers() {
         list["revocations"].as_array().unwrap().len(),
         2 + r3["revocations"].as_array().unwrap().len()
     );
-    let again = server.cli(&["revoke", "--serial", &serial]);
+    let again = server.cli(&["revoke", "--serial", serial.as_str()]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already revoked"));
     // Bad input is refused precisely.

@@ -73,8 +73,8 @@ pub(crate) struct CachedSvid {
     pub(crate) key: Arc<Zeroizing<Vec<u8>>>,
     pub(crate) not_after: i64,
     pub(crate) rotate_at: i64,
-    /// The leaf's serial (hex) and notBefore, matched against revocations.
-    pub(crate) serial: String,
+    /// The leaf's serial and notBefore, matched against revocations.
+    pub(crate) serial: ferrid_types::Serial,
     pub(crate) not_before: i64,
     /// Covered by a revocation: replaced at the next sync, or dropped if it cannot be.
     pub(crate) revoked: bool,
@@ -473,7 +473,7 @@ async fn session(shared: &Shared) -> Result<(), String> {
 }
 
 fn apply_watch(shared: &Shared, m: npb::WatchAuthorizedResponse) {
-    let revoked = revoke::apply(shared, &revoke::events(&m.revocations));
+    let revoked = revoke::apply(shared, &revoke::index(&m.revocations), shared.clock.unix());
     if revoked > 0 {
         tracing::info!(credentials = revoked, "revocations applied");
         shared.sync_now.notify_one();
@@ -558,10 +558,14 @@ async fn sync_once(shared: &Shared) {
             for ((r, key), e) in resp.results.into_iter().zip(keys).zip(chunk) {
                 match r.svid {
                     Some(svid) if !svid.cert_chain.is_empty() => {
-                        let (nb, na) = validity(&svid.cert_chain[0]).unwrap_or((now, now));
-                        let serial = ferrid_tls::serial_and_not_before(&svid.cert_chain[0])
-                            .map(|(s, _)| s)
-                            .unwrap_or_default();
+                        let leaf = match ferrid_validate::x509::read_leaf(&svid.cert_chain[0]) {
+                            Ok(l) => l,
+                            Err(err) => {
+                                tracing::warn!(entry = %e.id, error = %err, "the server minted an unreadable X.509-SVID; dropped");
+                                continue;
+                            }
+                        };
+                        let (nb, na, serial) = (leaf.not_before, leaf.not_after, leaf.serial);
                         svids.insert(
                             e.id.clone(),
                             CachedSvid {

@@ -218,7 +218,8 @@ pub struct X509Svid {
     pub spiffe_id: SpiffeId,
     /// Leaf first, then intermediates; never the root.
     pub cert_chain_der: Vec<Vec<u8>>,
-    /// Serial number, lower-case hex.
+    /// Serial number in [`ferrid_types::Serial`]'s canonical form (lowercase,
+    /// even-length hex, as `openssl x509 -serial` prints it).
     pub serial_hex: String,
     /// NotBefore, Unix seconds.
     pub not_before: i64,

@@ -188,7 +188,8 @@ pub(crate) fn leaf(
     }
     p.distinguished_name = dn;
     let serial = random_serial();
-    let serial_hex = hex::encode(serial.to_bytes());
+    // The revocation feed's form: even-length lowercase hex, as openssl prints it.
+    let serial_hex = ferrid_types::Serial::from_bytes(&serial.to_bytes()).map_err(internal)?.to_string();
     p.serial_number = Some(serial);
     p.not_before = to_time(nb)?;
     p.not_after = to_time(na)?;

@@ -153,6 +153,22 @@ fn serials_are_random_positive_and_at_least_64_bits() {
 }
 
 #[test]
+fn a_serial_with_a_leading_zero_nibble_keeps_it() {
+    // One serial in eight starts with a byte below 0x10; 400 mints miss one with
+    // probability (7/8)^400, about 1e-23.
+    let (ca, _) = authority();
+    let (_, csr) = generate_key_and_csr(KeyAlgorithm::EcP256, None).unwrap();
+    let svid = (0..400)
+        .map(|_| mint(&ca, &csr, &[]).unwrap())
+        .find(|s| leaf_of(s).raw_serial()[0] < 0x10)
+        .expect("a serial with a leading zero nibble");
+    let raw = leaf_of(&svid).raw_serial().to_vec();
+    assert!(svid.serial_hex.starts_with('0'), "{}", svid.serial_hex);
+    assert_eq!(svid.serial_hex.len() % 2, 0, "even length, as openssl prints it");
+    assert_eq!(svid.serial_hex, ferrid_types::Serial::from_bytes(&raw).unwrap().as_str());
+}
+
+#[test]
 fn names_requested_in_the_csr_are_ignored() {
     let (ca, _) = authority();
     let csr = include_bytes!("data/names.csr.der");

@@ -323,8 +323,8 @@ async fn verify_subject(
     let sub = v.str("sub").unwrap_or_default().to_owned();
     let jti = v.str("jti").unwrap_or_default().to_owned();
     let outer_actor = v.claims.get("act").and_then(|a| a.get("sub")).and_then(Value::as_str);
-    if shared.revocations.feed().jwt_revoked(&jti, &sub, outer_actor, v.int("iat").unwrap_or(0)) {
-        return Err(OAuthError::InvalidGrant(format!("subject_token (jti {jti}) has been revoked")));
+    if let Some(m) = shared.revocations.feed().jwt_revoked(&jti, &sub, outer_actor, v.int("iat"), now) {
+        return Err(OAuthError::InvalidGrant(format!("subject_token (jti {jti}) has been revoked ({m})")));
     }
     let human = v.str("sub_type") == Some("human");
     Ok(Subject {

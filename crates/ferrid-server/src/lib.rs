@@ -213,7 +213,12 @@ fn server_identity(
 
 fn build_tls(ca: &Authority, cfg: &ValidatedConfig) -> Result<(rustls::ServerConfig, i64, i64), ServerError> {
     let (svid, key) = server_identity(ca, cfg)?;
-    let tls = tls::server_config(&svid.cert_chain_der, &key, &ca.bundle().x509_authorities)?;
+    let tls = tls::server_config(
+        svid.spiffe_id.trust_domain(),
+        &svid.cert_chain_der,
+        &key,
+        &ca.bundle().x509_authorities,
+    )?;
     Ok((tls, svid.not_before, svid.not_after))
 }
 

@@ -11,9 +11,10 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use ferrid_proto::admin::v1 as apb;
 use ferrid_proto::revocation::v1 as rpb;
+use ferrid_revocation::{JwtCredential, Match, RevocationIndex, X509Credential};
 use ferrid_store::{RevocationKind, RevocationRecord};
-use ferrid_types::{EntryId, SpiffeId};
-use ferrid_validate::set::{Revocation, SetEvent, normalize_serial};
+use ferrid_types::{EntryId, Serial, SpiffeId};
+use ferrid_validate::set::{Revocation, SetEvent};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::sync::watch;
@@ -73,50 +74,61 @@ fn default_poll_wait() -> Duration {
     Duration::from_secs(10)
 }
 
-/// The revocations in force, indexed for the checks on the issuance path.
+/// The revocations in force: the records in sequence order (what followers are sent)
+/// and the one matcher ([`RevocationIndex`]) the issuance path asks.
 #[derive(Debug, Default)]
 pub(crate) struct Feed {
     /// In sequence order.
     pub(crate) records: Vec<Arc<RevocationRecord>>,
-    serials: HashSet<String>,
-    jtis: HashSet<String>,
-    cutoffs: HashMap<String, i64>,
+    index: RevocationIndex,
+}
+
+/// What a stored record revokes; `None` for a serial the datastore holds in a form
+/// that does not parse (never written by this server; logged).
+fn revocation_of(r: &RevocationRecord) -> Option<Revocation> {
+    Some(match r.kind {
+        RevocationKind::X509 => match Serial::parse(&r.value) {
+            Ok(serial) => Revocation::X509 { serial, issuer: None, spiffe_id: None },
+            Err(e) => {
+                tracing::error!(sequence = r.seq, serial = %r.value, error = %e, "ignoring a stored revocation with an unreadable serial");
+                return None;
+            }
+        },
+        RevocationKind::Jwt => Revocation::Jwt { jti: r.value.clone(), iss: String::new() },
+        RevocationKind::SpiffeId => Revocation::SpiffeId { id: r.value.clone(), cutoff: r.cutoff },
+    })
 }
 
 impl Feed {
     fn build(records: Vec<Arc<RevocationRecord>>) -> Self {
-        let mut f = Self { records, ..Self::default() };
-        for r in &f.records {
-            match r.kind {
-                RevocationKind::X509 => {
-                    f.serials.insert(r.value.clone());
-                }
-                RevocationKind::Jwt => {
-                    f.jtis.insert(r.value.clone());
-                }
-                RevocationKind::SpiffeId => {
-                    let c = f.cutoffs.entry(r.value.clone()).or_insert(r.cutoff);
-                    *c = (*c).max(r.cutoff);
-                }
+        let mut index = RevocationIndex::new();
+        for r in &records {
+            if let Some(rev) = revocation_of(r) {
+                index.apply(&rev, r.expires_at);
             }
         }
-        f
+        Self { records, index }
     }
 
-    /// Whether the X.509-SVID with `serial` (canonical hex) for `id`, valid from
-    /// `not_before`, is revoked.
-    pub(crate) fn x509_revoked(&self, serial: &str, id: &str, not_before: i64) -> bool {
-        self.serials.contains(serial) || self.cutoffs.get(id).is_some_and(|c| not_before < *c)
+    /// What revokes the X.509-SVID with `serial` for `id`, valid from `not_before`, at
+    /// `now`.
+    pub(crate) fn x509_revoked(&self, serial: &Serial, id: &str, not_before: i64, now: i64) -> Option<Match> {
+        self.index.x509(&X509Credential { serial, spiffe_id: id, not_before }, now)
     }
 
-    /// Whether the JWT `jti`, issued at `iat` for `sub` by the acting party `actor`, is
-    /// revoked.
-    pub(crate) fn jwt_revoked(&self, jti: &str, sub: &str, actor: Option<&str>, iat: i64) -> bool {
-        self.jtis.contains(jti)
-            || [Some(sub), actor]
-                .into_iter()
-                .flatten()
-                .any(|id| self.cutoffs.get(id).is_some_and(|c| iat < *c))
+    /// What revokes the JWT `jti`, issued at `iat` for `sub` by the acting party
+    /// `actor`, at `now`.
+    pub(crate) fn jwt_revoked(
+        &self,
+        jti: &str,
+        sub: &str,
+        actor: Option<&str>,
+        iat: Option<i64>,
+        now: i64,
+    ) -> Option<Match> {
+        let cred =
+            JwtCredential { jti: Some(jti).filter(|j| !j.is_empty()), subject: sub, actor, issued_at: iat };
+        self.index.jwt(&cred, now)
     }
 
     /// The records after sequence `seq`.
@@ -192,10 +204,10 @@ pub(crate) fn check_peer(shared: &Shared, leaf: &ferrid_tls::PeerLeaf) -> Result
         return Ok(());
     }
     let id = &leaf.spiffe_id;
-    let serial = normalize_serial(&leaf.serial);
-    if feed.x509_revoked(&serial, &id.to_string(), leaf.not_before) {
+    if let Some(m) = feed.x509_revoked(&leaf.serial, &id.to_string(), leaf.not_before, shared.now()) {
         return Err(Status::permission_denied(format!(
-            "the caller's X.509-SVID for {id} (serial {serial}) has been revoked"
+            "the caller's X.509-SVID for {id} (serial {}) has been revoked ({m})",
+            leaf.serial
         )));
     }
     Ok(())
@@ -204,7 +216,7 @@ pub(crate) fn check_peer(shared: &Shared, leaf: &ferrid_tls::PeerLeaf) -> Result
 /// What `ferrid revoke` names.
 #[derive(Debug, Clone)]
 pub(crate) enum Target {
-    Serial(String),
+    Serial(Serial),
     Jti(String),
     Entry(EntryId),
     Agent(SpiffeId),
@@ -228,7 +240,9 @@ impl Target {
             SpiffeId::new(v.trim()).map_err(|e| Status::invalid_argument(format!("{what} {v:?}: {e}")))
         };
         Ok(match t.ok_or_else(|| Status::invalid_argument("name what to revoke"))? {
-            T::Serial(s) => Self::Serial(canonical_serial(&s)?),
+            T::Serial(s) => Self::Serial(Serial::parse(&s).map_err(|e| {
+                Status::invalid_argument(format!("serial {s:?} is not a hexadecimal serial number: {e}"))
+            })?),
             T::Jti(j) => Self::Jti(nonempty("jti", j)?),
             T::EntryId(e) => Self::Entry(EntryId(nonempty("entry_id", e)?)),
             T::AgentId(a) => Self::Agent(id("agent_id", a)?),
@@ -237,18 +251,6 @@ impl Target {
             T::SpiffeId(s) => Self::SpiffeId(id("spiffe_id", s)?),
         })
     }
-}
-
-/// A serial in the feed's form ([`normalize_serial`]: lowercase hex, no separators,
-/// no leading zeros). Accepts any case, colons and a `0x` prefix.
-pub(crate) fn canonical_serial(s: &str) -> Result<String, Status> {
-    let t = s.trim();
-    let t = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")).unwrap_or(t);
-    let hex: String = t.chars().filter(|c| *c != ':').collect();
-    if hex.is_empty() || hex.len() > 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(Status::invalid_argument(format!("serial {s:?} is not a hexadecimal serial number")));
-    }
-    Ok(normalize_serial(&hex))
 }
 
 /// One credential (or SPIFFE ID) to revoke, before it is signed.
@@ -286,10 +288,13 @@ pub(crate) async fn revoke(
     };
     match &target {
         Target::Serial(s) => {
-            let holder = shared.list_agents().into_iter().find(|a| normalize_serial(&a.svid_serial) == *s);
+            let holder = shared
+                .list_agents()
+                .into_iter()
+                .find(|a| Serial::parse(&a.svid_serial).ok().as_ref() == Some(s));
             items.push(Item {
                 kind: RevocationKind::X509,
-                value: s.clone(),
+                value: s.to_string(),
                 spiffe_id: holder.as_ref().map(|a| a.spiffe_id.to_string()).unwrap_or_default(),
                 expires_at: holder.map_or(horizon, |a| a.svid_expires_at),
             });
@@ -321,7 +326,7 @@ pub(crate) async fn revoke(
             if !agent.svid_serial.is_empty() && agent.svid_expires_at >= now {
                 items.push(Item {
                     kind: RevocationKind::X509,
-                    value: normalize_serial(&agent.svid_serial),
+                    value: canonical(&agent.svid_serial),
                     spiffe_id: id.to_string(),
                     expires_at: agent.svid_expires_at,
                 });
@@ -387,7 +392,7 @@ pub(crate) async fn revoke(
         !feed
             .records
             .iter()
-            .any(|r| r.kind == i.kind && r.value == i.value && (i.kind != RevocationKind::SpiffeId))
+            .any(|r| r.kind == i.kind && i.kind != RevocationKind::SpiffeId && same_value(r, &i.value))
     });
     if items.is_empty() {
         return Err(Status::already_exists("everything named is already revoked"));
@@ -423,7 +428,7 @@ pub(crate) async fn revoke(
             reason: reason.to_owned(),
             token: String::new(),
         };
-        let claims = set_claims(shared, &rec);
+        let claims = set_claims(shared, &rec)?;
         rec.token = shared.ca.sign_security_event(claims).map_err(crate::error::ca_status)?.0;
         records.push(rec);
     }
@@ -497,7 +502,7 @@ async fn issued_through(
             "jwt-svid" | "wit-svid" | "delegation-token" | "task-token" => RevocationKind::Jwt,
             _ => continue,
         };
-        let value = if kind == RevocationKind::X509 { normalize_serial(&id) } else { id };
+        let value = if kind == RevocationKind::X509 { canonical(&id) } else { id };
         if seen.insert(value.clone()) {
             out.push((kind, value, r.what.spiffe_id.unwrap_or_default(), exp));
         }
@@ -505,14 +510,35 @@ async fn issued_through(
     Ok(out)
 }
 
+/// A serial this server wrote, in canonical form (it is already, unless the datastore
+/// holds one from an older version).
+fn canonical(serial: &str) -> String {
+    Serial::parse(serial).map_or_else(|_| serial.to_owned(), |s| s.to_string())
+}
+
+/// Whether a stored record names `value` (serials compared in canonical form).
+fn same_value(r: &RevocationRecord, value: &str) -> bool {
+    match r.kind {
+        RevocationKind::X509 => canonical(&r.value) == value,
+        _ => r.value == value,
+    }
+}
+
 /// The SET claims for a record (docs/revocation.md).
-fn set_claims(shared: &Shared, r: &RevocationRecord) -> Map<String, Value> {
+fn set_claims(shared: &Shared, r: &RevocationRecord) -> Result<Map<String, Value>, Status> {
     let iss = shared.server_id.to_string();
     let holder = Some(r.spiffe_id.clone()).filter(|s| !s.is_empty());
     let revocation = match r.kind {
-        RevocationKind::X509 => {
-            Revocation::X509 { serial_hex: r.value.clone(), issuer: None, spiffe_id: holder }
-        }
+        RevocationKind::X509 => Revocation::X509 {
+            serial: Serial::parse(&r.value).map_err(|e| {
+                Status::internal(format!(
+                    "the recorded serial {:?} of the credential to revoke: {e}",
+                    r.value
+                ))
+            })?,
+            issuer: None,
+            spiffe_id: holder,
+        },
         RevocationKind::Jwt => Revocation::Jwt {
             jti: r.value.clone(),
             iss: shared.cfg.raw.ca.jwt_issuer.clone().unwrap_or_else(|| iss.clone()),
@@ -522,7 +548,7 @@ fn set_claims(shared: &Shared, r: &RevocationRecord) -> Map<String, Value> {
     let mut event = SetEvent::new(revocation, Some(r.revoked_at));
     event.reason = Some(r.reason.clone()).filter(|s| !s.is_empty());
     event.txn = Some(r.txn.clone());
-    into_map(event.claims(&iss, &shared.td.id_string(), &r.id, r.revoked_at))
+    Ok(into_map(event.claims(&iss, &shared.td.id_string(), &r.id, r.revoked_at)))
 }
 
 fn into_map(v: Value) -> Map<String, Value> {
@@ -646,37 +672,65 @@ mod tests {
         })
     }
 
-    #[test]
-    fn feed_checks_serials_jtis_and_cutoffs() {
-        let f = Feed::build(vec![
-            rec(1, RevocationKind::X509, "0abc", 0),
-            rec(2, RevocationKind::Jwt, "j-1", 0),
-            rec(3, RevocationKind::SpiffeId, "spiffe://td/web", 200),
-            rec(4, RevocationKind::SpiffeId, "spiffe://td/web", 150),
-        ]);
-        assert!(f.x509_revoked("0abc", "spiffe://td/x", 500));
-        assert!(!f.x509_revoked("0abd", "spiffe://td/x", 10));
-        assert!(f.x509_revoked("ffff", "spiffe://td/web", 199), "issued before the later cut-off");
-        assert!(!f.x509_revoked("ffff", "spiffe://td/web", 200), "issued at the cut-off");
-        assert!(f.jwt_revoked("j-1", "alice", None, 999));
-        assert!(!f.jwt_revoked("j-2", "alice", Some("spiffe://td/api"), 10));
-        assert!(f.jwt_revoked("j-2", "alice", Some("spiffe://td/web"), 199), "the actor's ID was cut off");
-        assert!(f.jwt_revoked("j-2", "spiffe://td/web", None, 10));
-        assert!(!f.jwt_revoked("j-2", "spiffe://td/web", None, 200));
-        assert_eq!(f.after(0).len(), 4);
-        assert_eq!(f.after(2).iter().map(|r| r.seq).collect::<Vec<_>>(), [3, 4]);
-        assert!(f.after(4).is_empty());
-        assert_eq!((f.first_seq(), f.last_seq()), (1, 4));
+    fn serial(s: &str) -> Serial {
+        Serial::parse(s).unwrap()
     }
 
     #[test]
-    fn serials_are_canonical() {
-        assert_eq!(canonical_serial("0A:bC:01").unwrap(), "abc01");
-        assert_eq!(canonical_serial("0x00ff").unwrap(), "ff");
-        assert_eq!(canonical_serial("ABC").unwrap(), "abc");
-        assert_eq!(canonical_serial("00").unwrap(), "0");
-        for bad in ["", "xyz", "12 34", &"a".repeat(65)] {
-            assert_eq!(canonical_serial(bad).unwrap_err().code(), tonic::Code::InvalidArgument, "{bad:?}");
+    fn feed_checks_serials_jtis_and_cutoffs() {
+        let f = Feed::build(vec![
+            // Written by an older version: odd-length hex. Still matched.
+            rec(1, RevocationKind::X509, "abc", 0),
+            rec(2, RevocationKind::Jwt, "j-1", 0),
+            rec(3, RevocationKind::SpiffeId, "spiffe://td/web", 200),
+            rec(4, RevocationKind::SpiffeId, "spiffe://td/web", 150),
+            rec(5, RevocationKind::X509, "not hex", 0),
+        ]);
+        let now = 500;
+        assert!(f.x509_revoked(&serial("0abc"), "spiffe://td/x", 500, now).is_some());
+        assert!(f.x509_revoked(&serial("0ABC"), "spiffe://td/x", 500, now).is_some());
+        assert!(f.x509_revoked(&serial("0abd"), "spiffe://td/x", 10, now).is_none());
+        assert!(
+            f.x509_revoked(&serial("ffff"), "spiffe://td/web", 199, now).is_some(),
+            "issued before the later cut-off"
+        );
+        assert!(
+            f.x509_revoked(&serial("ffff"), "spiffe://td/web", 200, now).is_none(),
+            "issued at the cut-off"
+        );
+        assert!(f.x509_revoked(&serial("0abc"), "spiffe://td/x", 500, 1001).is_none(), "after its expiry");
+        assert!(f.jwt_revoked("j-1", "alice", None, Some(999), now).is_some());
+        assert!(f.jwt_revoked("j-2", "alice", Some("spiffe://td/api"), Some(10), now).is_none());
+        assert!(
+            f.jwt_revoked("j-2", "alice", Some("spiffe://td/web"), Some(199), now).is_some(),
+            "the actor's ID was cut off"
+        );
+        assert!(f.jwt_revoked("j-2", "spiffe://td/web", None, Some(10), now).is_some());
+        assert!(f.jwt_revoked("j-2", "spiffe://td/web", None, Some(200), now).is_none());
+        assert!(
+            f.jwt_revoked("j-2", "spiffe://td/web", None, None, now).is_some(),
+            "no iat: before the cut-off"
+        );
+        assert!(f.jwt_revoked("", "alice", None, Some(1), now).is_none(), "an empty jti matches nothing");
+        assert_eq!(f.after(0).len(), 5);
+        assert_eq!(f.after(2).iter().map(|r| r.seq).collect::<Vec<_>>(), [3, 4, 5]);
+        assert!(f.after(5).is_empty());
+        assert_eq!((f.first_seq(), f.last_seq()), (1, 5));
+    }
+
+    #[test]
+    fn serial_targets_take_any_spelling() {
+        use apb::revoke_request::Target as T;
+        for spelling in ["0F:34:43:3B", "f34433b", "0x0f34433b", "000F34433b"] {
+            let Target::Serial(s) = Target::from_proto(Some(T::Serial(spelling.into()))).unwrap() else {
+                panic!("not a serial target");
+            };
+            assert_eq!(s.as_str(), "0f34433b", "{spelling:?}");
+        }
+        for bad in ["", "xyz", "12 34", &"a".repeat(41)] {
+            let e = Target::from_proto(Some(T::Serial(bad.into()))).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad:?}");
+            assert!(e.message().contains("is not a hexadecimal serial number"), "{}", e.message());
         }
     }
 }

@@ -8,11 +8,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use ferrid_types::SpiffeId;
+use ferrid_types::{Serial, SpiffeId, TrustDomain};
+use ferrid_validate::tls::{SpiffeClientVerifier, SpiffeServerVerifier, VerifierConfig};
+use ferrid_validate::{BundleSet, JwtKeySet, TrustBundle, X509Bundle, authorize};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::server::WebPkiClientVerifier;
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tonic::transport::server::Connected;
@@ -44,21 +45,18 @@ pub struct PeerInfo {
 pub struct PeerLeaf {
     /// The SPIFFE ID of its single URI SAN.
     pub spiffe_id: SpiffeId,
-    /// Its serial, as [`serial_and_not_before`] writes it.
-    pub serial: String,
+    /// Its serial.
+    pub serial: Serial,
     /// Its `notBefore`, Unix seconds.
     pub not_before: i64,
 }
 
 impl PeerLeaf {
-    /// Parses an X.509-SVID leaf (DER) once for its SPIFFE ID, serial and `notBefore`.
+    /// Reads an X.509-SVID leaf (DER) once for its SPIFFE ID, serial and `notBefore`
+    /// (the TLS verifier has validated it already).
     pub fn parse(cert_der: &[u8]) -> Result<Self, String> {
-        let cert = parse_cert(cert_der)?;
-        Ok(Self {
-            spiffe_id: spiffe_id_in(&cert)?,
-            serial: serial_in(&cert),
-            not_before: cert.validity().not_before.timestamp(),
-        })
+        let leaf = ferrid_validate::x509::read_leaf(cert_der).map_err(|e| e.to_string())?;
+        Ok(Self { spiffe_id: leaf.spiffe_id, serial: leaf.serial, not_before: leaf.not_before })
     }
 }
 
@@ -219,31 +217,51 @@ fn tls_err(e: impl std::fmt::Display) -> TlsError {
     TlsError(e.to_string())
 }
 
-fn roots(authorities: &[Vec<u8>]) -> Result<RootCertStore, TlsError> {
-    let mut store = RootCertStore::empty();
-    for der in authorities {
-        store.add(CertificateDer::from(der.clone())).map_err(tls_err)?;
+/// The verifiers' view of one trust domain's X.509 authorities.
+fn bundle_of(td: &TrustDomain, authorities: &[Vec<u8>]) -> Result<Arc<BundleSet>, TlsError> {
+    if authorities.is_empty() {
+        return Err(TlsError("the trust bundle has no X.509 authorities".into()));
     }
-    Ok(store)
+    let x509 = X509Bundle::new(td.clone(), authorities.to_vec()).map_err(tls_err)?;
+    Ok(Arc::new(BundleSet::of([TrustBundle::new(x509, JwtKeySet::default())])))
 }
 
-/// Builds the node API's rustls server configuration: presents `chain`/`key`, accepts
-/// (but does not require) client certificates chaining to `authorities`.
+fn verifier_config(
+    td: &TrustDomain,
+    authorities: &[Vec<u8>],
+    authorizer: Arc<dyn ferrid_validate::Authorizer>,
+) -> Result<VerifierConfig, TlsError> {
+    Ok(VerifierConfig {
+        trust_domain: td.clone(),
+        bundles: bundle_of(td, authorities)?,
+        authorizer,
+        revocations: None,
+        clock: Arc::new(ferrid_types::SystemClock),
+    })
+}
+
+/// Builds the node API's rustls server configuration: presents `chain`/`key`, asks
+/// for (but does not require) a client certificate, and verifies one that is
+/// presented as an X.509-SVID of `trust_domain` chaining to `authorities` (the same
+/// verifier relying services use, `ferrid_validate::tls::SpiffeClientVerifier`).
+/// Handlers require the certificate for every call but node attestation, and check
+/// revocation per call.
 pub fn server_config(
+    trust_domain: &TrustDomain,
     chain: &[Vec<u8>],
     key_pkcs8: &[u8],
     authorities: &[Vec<u8>],
 ) -> Result<rustls::ServerConfig, TlsError> {
     let provider = provider();
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(authorities)?), provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .map_err(tls_err)?;
+    let verifier = SpiffeClientVerifier::optional(verifier_config(
+        trust_domain,
+        authorities,
+        Arc::new(authorize::any()),
+    )?);
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(tls_err)?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(Arc::new(verifier))
         .with_single_cert(
             chain.iter().map(|c| CertificateDer::from(c.clone())).collect(),
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8.to_vec())),
@@ -253,16 +271,22 @@ pub fn server_config(
     Ok(cfg)
 }
 
-/// Builds a client configuration that authenticates the server by its SPIFFE ID and
-/// chain to `authorities`, optionally presenting a client certificate (an agent SVID).
+/// Builds a client configuration that authenticates the server as an X.509-SVID for
+/// `expected_server` chaining to `authorities` (the verifier relying services use,
+/// `ferrid_validate::tls::SpiffeServerVerifier`), optionally presenting a client
+/// certificate (an agent SVID).
 pub fn client_config(
     authorities: &[Vec<u8>],
     expected_server: SpiffeId,
     client: Option<(&[Vec<u8>], &[u8])>,
 ) -> Result<rustls::ClientConfig, TlsError> {
-    let provider = provider();
-    let verifier = Arc::new(SpiffeServerVerifier::new(authorities, expected_server, provider.clone())?);
-    client_config_with(verifier, provider, client)
+    let td = expected_server.trust_domain().clone();
+    let verifier = SpiffeServerVerifier::new(verifier_config(
+        &td,
+        authorities,
+        Arc::new(authorize::exact(expected_server)),
+    )?);
+    client_config_with(Arc::new(verifier), provider(), client)
 }
 
 /// A client configuration that trusts any server certificate: only for an agent's first
@@ -332,156 +356,4 @@ impl ServerCertVerifier for AnyServer {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
-}
-
-/// Verifies a server certificate the SPIFFE way: the chain must lead to one of the
-/// trust bundle's authorities, and the leaf's only URI SAN must be the expected ID.
-#[derive(Debug)]
-pub struct SpiffeServerVerifier {
-    anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
-    expected: SpiffeId,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl SpiffeServerVerifier {
-    /// A verifier trusting `authorities` (DER) and expecting `expected`.
-    pub fn new(
-        authorities: &[Vec<u8>],
-        expected: SpiffeId,
-        provider: Arc<rustls::crypto::CryptoProvider>,
-    ) -> Result<Self, TlsError> {
-        let anchors = authorities
-            .iter()
-            .map(|der| {
-                webpki::anchor_from_trusted_cert(&CertificateDer::from(der.as_slice())).map(|a| a.to_owned())
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(tls_err)?;
-        if anchors.is_empty() {
-            return Err(TlsError("the trust bundle has no X.509 authorities".into()));
-        }
-        Ok(Self { anchors, expected, provider })
-    }
-}
-
-impl ServerCertVerifier for SpiffeServerVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let ee =
-            webpki::EndEntityCert::try_from(end_entity).map_err(|e| rustls::Error::General(e.to_string()))?;
-        ee.verify_for_usage(
-            self.provider.signature_verification_algorithms.all,
-            &self.anchors,
-            intermediates,
-            now,
-            webpki::KeyUsage::server_auth(),
-            None,
-            None,
-        )
-        .map_err(|e| {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(Arc::new(
-                e,
-            ))))
-        })?;
-        let id = spiffe_id_of(end_entity.as_ref())
-            .map_err(|e| rustls::Error::General(format!("server certificate: {e}")))?;
-        if id != self.expected {
-            return Err(rustls::Error::General(format!(
-                "server presented SPIFFE ID {id}, expected {}",
-                self.expected
-            )));
-        }
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-fn parse_cert(cert_der: &[u8]) -> Result<x509_parser::certificate::X509Certificate<'_>, String> {
-    use x509_parser::prelude::FromDer;
-    x509_parser::certificate::X509Certificate::from_der(cert_der)
-        .map(|(_, c)| c)
-        .map_err(|e| format!("unparsable certificate: {e}"))
-}
-
-/// Lowercase hex of the serial's bytes without leading `00` bytes (one is kept for 0).
-fn serial_in(cert: &x509_parser::certificate::X509Certificate<'_>) -> String {
-    let mut raw = cert.raw_serial();
-    while raw.len() > 1 && raw[0] == 0 {
-        raw = &raw[1..];
-    }
-    hex::encode(raw)
-}
-
-fn spiffe_id_in(cert: &x509_parser::certificate::X509Certificate<'_>) -> Result<SpiffeId, String> {
-    use x509_parser::extensions::GeneralName;
-    let san = cert
-        .subject_alternative_name()
-        .map_err(|e| format!("bad subjectAltName: {e}"))?
-        .ok_or("no subjectAltName extension")?;
-    let uris: Vec<&str> = san
-        .value
-        .general_names
-        .iter()
-        .filter_map(|n| if let GeneralName::URI(u) = n { Some(*u) } else { None })
-        .collect();
-    match uris.as_slice() {
-        [one] => SpiffeId::new(one).map_err(|e| format!("URI SAN {one:?} is not a SPIFFE ID: {e}")),
-        [] => Err("no URI SAN".into()),
-        _ => Err(format!("{} URI SANs; an X.509-SVID has exactly one", uris.len())),
-    }
-}
-
-/// The serial (lowercase hex of its bytes, without leading `00` bytes, as Ferrid's CA
-/// writes it) and `notBefore` (Unix seconds) of a DER certificate.
-pub fn serial_and_not_before(cert_der: &[u8]) -> Result<(String, i64), String> {
-    let cert = parse_cert(cert_der)?;
-    Ok((serial_in(&cert), cert.validity().not_before.timestamp()))
-}
-
-/// Extracts the SPIFFE ID of an X.509-SVID: the certificate must carry exactly one URI
-/// SAN and it must be a valid SPIFFE ID.
-pub fn spiffe_id_of(cert_der: &[u8]) -> Result<SpiffeId, String> {
-    spiffe_id_in(&parse_cert(cert_der)?)
-}
-
-/// Serial number of a certificate as lower-case hex (no leading zero bytes).
-pub fn serial_of(cert_der: &[u8]) -> Result<String, String> {
-    Ok(serial_in(&parse_cert(cert_der)?))
 }

@@ -1,6 +1,6 @@
 //! Core Ferrid types shared by every crate: SPIFFE IDs and trust domains (validated
 //! per the SPIFFE-ID specification, re-exported from the `spiffe` crate), selectors,
-//! registration entries, agents, join tokens, key algorithms and the injected [`Clock`].
+//! registration entries, agents, join tokens, certificate serials, key algorithms and the injected [`Clock`].
 //!
 //! This crate does no I/O and has no async runtime.
 #![forbid(unsafe_code)]
@@ -10,6 +10,7 @@ pub mod config;
 mod entry;
 mod id;
 mod selector;
+mod serial;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use entry::{
@@ -18,6 +19,7 @@ pub use entry::{
 };
 pub use id::{IdError, agent_id, exchange_parent_id, serde_spiffe_id, server_id, validate_path_segment};
 pub use selector::{Selector, SelectorError, SelectorSet};
+pub use serial::{MAX_SERIAL_OCTETS, Serial, SerialError};
 pub use spiffe::{SpiffeId, SpiffeIdError, TrustDomain};
 
 /// Unix time in whole seconds.

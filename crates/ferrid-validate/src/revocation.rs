@@ -10,17 +10,21 @@
 //!   cannot know whether a credential was revoked refuses it (fail closed);
 //! - [`RevocationError::Revoked`] when a revocation covers the credential.
 //!
-//! Reads take a shared lock and a few hash lookups. Revocations are forgotten once
+//! The matching itself is [`ferrid_revocation::RevocationIndex`], the one matcher the
+//! server and the node agent use too. Reads take a shared lock and a few hash lookups.
+//! Revocations are forgotten once
 //! every credential they cover has expired: at the feed's `expires_at` when it says
 //! (gRPC watch), else [`RevocationSet::retention`] after the event (24 hours by
 //! default: longer than any Ferrid credential lives).
-use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use ferrid_revocation::{JwtCredential, Revocation, RevocationIndex, X509Credential};
+use ferrid_types::Serial;
+
 use crate::jwt::VerifiedJwtSvid;
-use crate::set::{Revocation, SetEvent, normalize_serial};
+use crate::set::SetEvent;
 use crate::x509::VerifiedX509Svid;
 
 /// The default staleness bound: 2 minutes without a message or heartbeat from the feed
@@ -56,20 +60,10 @@ pub enum RevocationError {
     },
 }
 
-#[derive(Debug, Default)]
-struct State {
-    /// Serial → forget at.
-    serials: HashMap<String, i64>,
-    /// jti → forget at.
-    jtis: HashMap<String, i64>,
-    /// SPIFFE ID → (cut-off, forget at).
-    cutoffs: HashMap<String, (i64, i64)>,
-}
-
 /// The revocations heard of, with the feed's freshness. Share it in an `Arc`.
 #[derive(Debug)]
 pub struct RevocationSet {
-    state: RwLock<State>,
+    index: RwLock<RevocationIndex>,
     last_heard: AtomicI64,
     sequence: AtomicU64,
     max_staleness: i64,
@@ -91,7 +85,7 @@ impl RevocationSet {
     /// a feed delivers something), failing closed after `max_staleness` of silence.
     pub fn new(max_staleness: Duration) -> Self {
         Self {
-            state: RwLock::default(),
+            index: RwLock::default(),
             last_heard: AtomicI64::new(NEVER),
             sequence: AtomicU64::new(0),
             max_staleness: secs(max_staleness),
@@ -142,36 +136,28 @@ impl RevocationSet {
     /// covers has expired, when the feed says (else `retention` after the event).
     /// Heartbeats only refresh freshness.
     pub fn apply(&self, event: &SetEvent, expires_at: Option<i64>, now: i64) {
-        let base = event.event_timestamp.unwrap_or(now);
+        // Without an expiry from the feed, keep it for the retention after the event
+        // (for a SPIFFE-ID revocation, after its cut-off).
+        let base = match &event.revocation {
+            Revocation::SpiffeId { cutoff, .. } => *cutoff,
+            _ => event.event_timestamp.unwrap_or(now),
+        };
         let forget = expires_at.unwrap_or_else(|| base.saturating_add(self.retention));
-        {
-            let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
-            match &event.revocation {
-                Revocation::X509 { serial_hex, .. } => {
-                    let e = s.serials.entry(normalize_serial(serial_hex)).or_insert(forget);
-                    *e = (*e).max(forget);
-                }
-                Revocation::Jwt { jti, .. } => {
-                    let e = s.jtis.entry(jti.clone()).or_insert(forget);
-                    *e = (*e).max(forget);
-                }
-                Revocation::SpiffeId { id, cutoff } => {
-                    let forget = expires_at.unwrap_or_else(|| cutoff.saturating_add(self.retention));
-                    let e = s.cutoffs.entry(id.clone()).or_insert((*cutoff, forget));
-                    *e = (e.0.max(*cutoff), e.1.max(forget));
-                }
-                Revocation::Heartbeat { .. } => {}
-            }
-        }
+        self.write().apply(&event.revocation, forget);
         self.heard(now);
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, RevocationIndex> {
+        self.index.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, RevocationIndex> {
+        self.index.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Replaces everything held with `events` (a feed's `reset`).
     pub fn replace_all<'a>(&self, events: impl IntoIterator<Item = (&'a SetEvent, Option<i64>)>, now: i64) {
-        {
-            let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
-            *s = State::default();
-        }
+        *self.write() = RevocationIndex::new();
         for (e, exp) in events {
             self.apply(e, exp, now);
         }
@@ -180,16 +166,12 @@ impl RevocationSet {
 
     /// Forgets revocations whose credentials have all expired by `now`.
     pub fn forget_expired(&self, now: i64) {
-        let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
-        s.serials.retain(|_, f| *f >= now);
-        s.jtis.retain(|_, f| *f >= now);
-        s.cutoffs.retain(|_, (_, f)| *f >= now);
+        self.write().prune(now);
     }
 
     /// How many revocations are held.
     pub fn len(&self) -> usize {
-        let s = self.state.read().unwrap_or_else(|p| p.into_inner());
-        s.serials.len() + s.jtis.len() + s.cutoffs.len()
+        self.read().len()
     }
 
     /// Whether none are held.
@@ -213,24 +195,23 @@ impl RevocationSet {
     /// Checks an X.509-SVID: fresh feed, serial not revoked, not issued before its
     /// SPIFFE ID's cut-off.
     pub fn check_x509(&self, svid: &VerifiedX509Svid, now: i64) -> Result<(), RevocationError> {
-        self.check_serial(&svid.serial_hex, &svid.spiffe_id.to_string(), svid.not_before, now)
+        self.check_serial(&svid.serial, &svid.spiffe_id.to_string(), svid.not_before, now)
     }
 
-    /// Checks an X.509 certificate by serial (any form), holder and `notBefore`.
+    /// Checks an X.509 certificate by serial, holder and `notBefore`.
     pub fn check_serial(
         &self,
-        serial_hex: &str,
+        serial: &Serial,
         spiffe_id: &str,
         not_before: i64,
         now: i64,
     ) -> Result<(), RevocationError> {
         self.check_fresh(now)?;
-        let s = self.state.read().unwrap_or_else(|p| p.into_inner());
-        let serial = normalize_serial(serial_hex);
-        if s.serials.contains_key(&serial) {
-            return Err(RevocationError::Revoked { what: format!("serial {serial}") });
+        let cred = X509Credential { serial, spiffe_id, not_before };
+        match self.read().x509(&cred, now) {
+            Some(m) => Err(RevocationError::Revoked { what: m.to_string() }),
+            None => Ok(()),
         }
-        cutoff(&s, spiffe_id, Some(not_before))
     }
 
     /// Checks a JWT-SVID or delegation token: fresh feed, `jti` not revoked, and
@@ -238,27 +219,18 @@ impl RevocationSet {
     /// was issued. A token without `iat` under a cut-off counts as issued before it.
     pub fn check_jwt(&self, svid: &VerifiedJwtSvid, now: i64) -> Result<(), RevocationError> {
         self.check_fresh(now)?;
-        let s = self.state.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(jti) = &svid.jti
-            && s.jtis.contains_key(jti)
-        {
-            return Err(RevocationError::Revoked { what: format!("jti {jti}") });
+        let actor = svid.actors.first().map(ToString::to_string);
+        let cred = JwtCredential {
+            jti: svid.jti.as_deref(),
+            subject: &svid.subject,
+            actor: actor.as_deref(),
+            issued_at: svid.issued_at,
+        };
+        match self.read().jwt(&cred, now) {
+            Some(m) => Err(RevocationError::Revoked { what: m.to_string() }),
+            None => Ok(()),
         }
-        cutoff(&s, &svid.subject, svid.issued_at)?;
-        if let Some(actor) = svid.actors.first() {
-            cutoff(&s, &actor.to_string(), svid.issued_at)?;
-        }
-        Ok(())
     }
-}
-
-fn cutoff(s: &State, id: &str, issued: Option<i64>) -> Result<(), RevocationError> {
-    if let Some((cut, _)) = s.cutoffs.get(id)
-        && issued.is_none_or(|t| t < *cut)
-    {
-        return Err(RevocationError::Revoked { what: format!("spiffe id {id} before {cut}") });
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -271,7 +243,7 @@ mod tests {
     fn x509(serial: &str, nb: i64) -> VerifiedX509Svid {
         VerifiedX509Svid {
             spiffe_id: SpiffeId::new("spiffe://example.org/web").unwrap(),
-            serial_hex: serial.into(),
+            serial: Serial::parse(serial).unwrap(),
             not_before: nb,
             not_after: nb + 600,
         }
@@ -304,7 +276,7 @@ mod tests {
         assert!(r.check_x509(&x509("5ab", NOW - 10), NOW).is_ok());
         r.apply(
             &SetEvent::new(
-                Revocation::X509 { serial_hex: "05AB".into(), issuer: None, spiffe_id: None },
+                Revocation::X509 { serial: Serial::parse("05AB").unwrap(), issuer: None, spiffe_id: None },
                 Some(NOW),
             ),
             None,
@@ -358,8 +330,10 @@ mod tests {
         assert!(r.check_x509(&svid, NOW + 61).is_ok());
         assert_eq!(r.last_heard(), Some(NOW + 61));
         // A reset replaces everything.
-        let ev =
-            SetEvent::new(Revocation::X509 { serial_hex: "1".into(), issuer: None, spiffe_id: None }, None);
+        let ev = SetEvent::new(
+            Revocation::X509 { serial: Serial::parse("1").unwrap(), issuer: None, spiffe_id: None },
+            None,
+        );
         r.apply(&ev, None, NOW + 61);
         assert!(r.check_x509(&svid, NOW + 61).is_err());
         r.replace_all([], NOW + 62);

@@ -18,7 +18,8 @@
 //! unknown `kid`s, algorithm/key confusion, the wrong `iss` or `aud`, zero or several
 //! events, unknown event types and malformed subjects, and anything over
 //! [`MAX_SET_BYTES`].
-use ferrid_types::SpiffeId;
+pub use ferrid_revocation::Revocation;
+use ferrid_types::{Serial, SpiffeId};
 use serde_json::{Map, Value, json};
 
 use crate::keys::{Algorithm, JwsError, JwtKeySet, SPIFFE_ALGORITHMS, verify_jws};
@@ -40,46 +41,8 @@ pub const FEED_SUBJECT: &str = "ferrid-feed";
 pub const MAX_SET_BYTES: usize = 16 * 1024;
 /// Seconds of clock skew tolerated on a SET's `iat`.
 pub const IAT_LEEWAY: i64 = 60;
-/// The longest X.509 serial accepted, in hex digits (RFC 5280 §4.1.2.2: 20 octets).
-const MAX_SERIAL_HEX: usize = 40;
 /// The longest string field accepted (IDs, issuers, states, reasons).
 const MAX_FIELD: usize = 2048;
-
-/// What one SET revokes (or, for a heartbeat, that the feed is alive).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Revocation {
-    /// One X.509-SVID, matched by serial.
-    X509 {
-        /// Lowercase hex, no separators, no leading zeros ([`normalize_serial`]).
-        serial_hex: String,
-        /// The issuing CA's subject (RFC 4514), when the server knows it.
-        issuer: Option<String>,
-        /// The holder's SPIFFE ID, when the server knows it.
-        spiffe_id: Option<String>,
-    },
-    /// One JWT, matched by `jti`.
-    Jwt {
-        /// The token's `jti`.
-        jti: String,
-        /// The token's `iss` (the server's SPIFFE ID when the token has none).
-        iss: String,
-    },
-    /// Every credential of a SPIFFE ID issued before `cutoff`: X.509-SVIDs with
-    /// `notBefore` < cutoff, JWTs whose `sub` or outermost `act.sub` is the ID with
-    /// `iat` < cutoff.
-    SpiffeId {
-        /// The SPIFFE ID.
-        id: String,
-        /// The event's `event_timestamp` (Unix seconds).
-        cutoff: i64,
-    },
-    /// The feed's heartbeat (SSF verification event).
-    Heartbeat {
-        /// The feed's current sequence, as the server sent it.
-        state: String,
-    },
-}
 
 /// One event: a [`Revocation`] with its metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,16 +99,16 @@ impl SetEvent {
     pub fn claims(&self, iss: &str, aud: &str, jti: &str, iat: i64) -> Value {
         let mut event = Map::new();
         let sub_id = match &self.revocation {
-            Revocation::X509 { serial_hex, issuer, spiffe_id } => {
+            Revocation::X509 { serial, issuer, spiffe_id } => {
                 event.insert("credential_type".into(), "x509".into());
                 event.insert("change_type".into(), "revoke".into());
-                event.insert("x509_serial".into(), normalize_serial(serial_hex).into());
+                event.insert("x509_serial".into(), serial.as_str().into());
                 if let Some(i) = issuer {
                     event.insert("x509_issuer".into(), i.clone().into());
                 }
                 match spiffe_id {
                     Some(id) => json!({ "format": "uri", "uri": id }),
-                    None => json!({ "format": "opaque", "id": normalize_serial(serial_hex) }),
+                    None => json!({ "format": "opaque", "id": serial.as_str() }),
                 }
             }
             Revocation::Jwt { jti, iss } => json!({ "format": "jwt_id", "iss": iss, "jti": jti }),
@@ -220,8 +183,10 @@ impl SetEvent {
                     return Err(SetError::BadEvent("change_type must be revoke".into()));
                 }
                 let serial = field(body, "x509_serial")
-                    .filter(|s| valid_serial(s))
-                    .ok_or_else(|| SetError::BadEvent("x509_serial must be hex".into()))?;
+                    .ok_or_else(|| SetError::BadEvent("x509_serial is missing".into()))
+                    .and_then(|s| {
+                        Serial::parse(s).map_err(|e| SetError::BadEvent(format!("x509_serial: {e}")))
+                    })?;
                 let issuer = match body.get("x509_issuer") {
                     None => None,
                     Some(Value::String(i)) if i.len() <= MAX_FIELD => Some(i.clone()),
@@ -237,7 +202,7 @@ impl SetEvent {
                         return Err(SetError::BadSubject(format!("format {other} for a credential change")));
                     }
                 };
-                Revocation::X509 { serial_hex: normalize_serial(serial), issuer, spiffe_id }
+                Revocation::X509 { serial, issuer, spiffe_id }
             }
             SESSION_REVOKED => match format {
                 "jwt_id" => {
@@ -281,19 +246,6 @@ fn spiffe_uri(sub: &Map<String, Value>) -> Result<String, SetError> {
     let uri = field(sub, "uri").ok_or_else(|| SetError::BadSubject("uri without uri".into()))?;
     SpiffeId::new(uri).map_err(|e| SetError::BadSubject(format!("uri is not a SPIFFE ID: {e}")))?;
     Ok(uri.to_owned())
-}
-
-fn valid_serial(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_SERIAL_HEX + 2 && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// A certificate serial in the feed's form: lowercase hex, no separators, no leading
-/// zeros (`"0"` for zero). Receivers compare serials in this form, so `"05ab"`,
-/// `"5AB"` and `"05:ab"` are the same serial.
-pub fn normalize_serial(hex: &str) -> String {
-    let s: String = hex.chars().filter(|c| *c != ':').map(|c| c.to_ascii_lowercase()).collect();
-    let t = s.trim_start_matches('0');
-    if t.is_empty() && !s.is_empty() { "0".into() } else { t.to_owned() }
 }
 
 /// A SET that verified.
@@ -477,7 +429,7 @@ mod tests {
     fn x509() -> SetEvent {
         let mut e = SetEvent::new(
             Revocation::X509 {
-                serial_hex: "05AB".into(),
+                serial: Serial::parse("5AB").unwrap(),
                 issuer: Some("O=Ferrid,CN=Ferrid CA".into()),
                 spiffe_id: Some("spiffe://example.org/web".into()),
             },
@@ -492,7 +444,7 @@ mod tests {
         vec![
             x509(),
             SetEvent::new(
-                Revocation::X509 { serial_hex: "7f01".into(), issuer: None, spiffe_id: None },
+                Revocation::X509 { serial: Serial::parse("7f01").unwrap(), issuer: None, spiffe_id: None },
                 Some(NOW),
             ),
             SetEvent::new(Revocation::Jwt { jti: "j-1".into(), iss: ISS.into() }, Some(NOW)),
@@ -519,11 +471,7 @@ mod tests {
             assert_eq!(v.jti, jti);
             assert_eq!(v.iat, NOW);
             assert_eq!(v.kid, "k1");
-            let mut want = e.clone();
-            if let Revocation::X509 { serial_hex, .. } = &mut want.revocation {
-                *serial_hex = normalize_serial(serial_hex);
-            }
-            assert_eq!(v.event, want, "event {i}");
+            assert_eq!(v.event, e, "event {i}");
         }
         assert_eq!(SetEvent::header_typ(), "secevent+jwt");
         assert_eq!(SetEvent::header(Algorithm::ES256, "k1")["typ"], "secevent+jwt");
@@ -535,7 +483,7 @@ mod tests {
         let ev = &c["events"][CREDENTIAL_CHANGE];
         assert_eq!(ev["credential_type"], "x509");
         assert_eq!(ev["change_type"], "revoke");
-        assert_eq!(ev["x509_serial"], "5ab");
+        assert_eq!(ev["x509_serial"], "05ab", "even-length lowercase hex, as openssl prints it");
         assert_eq!(ev["reason_admin"]["en"], "key leaked");
         assert_eq!(ev["event_timestamp"], NOW - 5);
         assert_eq!(c["sub_id"], json!({"format": "uri", "uri": "spiffe://example.org/web"}));
@@ -547,8 +495,6 @@ mod tests {
         let c = SetEvent::heartbeat("7").claims(ISS, AUD, "s", NOW);
         assert_eq!(c["events"][SSF_VERIFICATION], json!({"state": "7"}));
         assert_eq!(c["sub_id"], json!({"format": "opaque", "id": "ferrid-feed"}));
-        assert_eq!(normalize_serial("00"), "0");
-        assert_eq!(normalize_serial("05:AB"), "5ab");
     }
 
     fn good_claims() -> Value {
@@ -622,6 +568,16 @@ mod tests {
         let mut c = good_claims();
         c["events"][CREDENTIAL_CHANGE]["x509_serial"] = json!("xyz");
         assert!(matches!(check(&sign_set(&k, &c)), Err(SetError::BadEvent(_))));
+        let mut c = good_claims();
+        c["events"][CREDENTIAL_CHANGE]["x509_serial"] = json!("ab".repeat(21));
+        assert!(
+            matches!(check(&sign_set(&k, &c)), Err(SetError::BadEvent(m)) if m.contains("at most 20 octets"))
+        );
+        // A receiver reads any spelling of a serial as the one serial.
+        let mut c = good_claims();
+        c["events"][CREDENTIAL_CHANGE]["x509_serial"] = json!("00:05:AB");
+        let v = check(&sign_set(&k, &c)).unwrap();
+        assert_eq!(v.event.revocation, x509().revocation);
         let mut c = good_claims();
         c["events"][CREDENTIAL_CHANGE]["change_type"] = json!("create");
         assert!(matches!(check(&sign_set(&k, &c)), Err(SetError::BadEvent(_))));

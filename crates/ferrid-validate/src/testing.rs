@@ -1,7 +1,7 @@
 //! Test fixtures: rcgen-made CAs and SVIDs.
 #![allow(unreachable_pub)]
 
-use ferrid_types::TrustDomain;
+use ferrid_types::{Serial, TrustDomain};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
     KeyPair, KeyUsagePurpose, SanType, SerialNumber,
@@ -41,7 +41,7 @@ pub struct Leaf {
     /// Leaf only; callers append intermediates.
     pub chain: Vec<Vec<u8>>,
     pub key_der: Vec<u8>,
-    pub serial_hex: String,
+    pub serial: Serial,
 }
 
 fn ca_params(td: &str, cn: &str) -> CertificateParams {
@@ -123,7 +123,7 @@ impl TestCa {
         p.subject_alt_names = uris.iter().map(|u| SanType::URI((*u).try_into().unwrap())).collect();
         let issuer = Issuer::from_params(&self.params, &self.key);
         let der = p.signed_by(&key, &issuer).unwrap().der().to_vec();
-        Leaf { chain: vec![der], key_der: key.serialize_der(), serial_hex: crate::x509::serial_hex(&serial) }
+        Leaf { chain: vec![der], key_der: key.serialize_der(), serial: Serial::from_bytes(&serial).unwrap() }
     }
 }
 

@@ -192,14 +192,26 @@ impl ServerCertVerifier for SpiffeServerVerifier {
     }
 }
 
-/// Verifies a TLS client's X.509-SVID (for servers); a client certificate is required.
+/// Verifies a TLS client's X.509-SVID (for servers). A client certificate is
+/// required, unless the verifier was built with [`SpiffeClientVerifier::optional`].
 #[derive(Debug)]
-pub struct SpiffeClientVerifier(Peer);
+pub struct SpiffeClientVerifier {
+    peer: Peer,
+    mandatory: bool,
+}
 
 impl SpiffeClientVerifier {
-    /// A verifier from `cfg`.
+    /// A verifier from `cfg` that requires a client certificate.
     pub fn new(cfg: VerifierConfig) -> Self {
-        Self(cfg.into_peer())
+        Self { peer: cfg.into_peer(), mandatory: true }
+    }
+
+    /// A verifier from `cfg` that asks for a client certificate but also admits
+    /// clients without one (the server then decides per request, e.g. Ferrid's node
+    /// API, where node attestation runs before the agent has an SVID). A certificate
+    /// that is presented is verified exactly as by [`SpiffeClientVerifier::new`].
+    pub fn optional(cfg: VerifierConfig) -> Self {
+        Self { peer: cfg.into_peer(), mandatory: false }
     }
 }
 
@@ -208,13 +220,17 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         &[]
     }
 
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
     fn verify_client_cert(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.0.check(end_entity, intermediates, SvidUsage::ClientAuth).map_err(reject)?;
+        self.peer.check(end_entity, intermediates, SvidUsage::ClientAuth).map_err(reject)?;
         Ok(ClientCertVerified::assertion())
     }
 
@@ -224,7 +240,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.tls12(m, c, d)
+        self.peer.tls12(m, c, d)
     }
 
     fn verify_tls13_signature(
@@ -233,11 +249,11 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.tls13(m, c, d)
+        self.peer.tls13(m, c, d)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.schemes()
+        self.peer.schemes()
     }
 }
 
@@ -332,9 +348,9 @@ mod tests {
         svid: Arc<SvidResolver>,
     }
 
-    fn side(ca: &TestCa, id: &str) -> (Side, String) {
+    fn side(ca: &TestCa, id: &str) -> (Side, ferrid_types::Serial) {
         let leaf = ca.leaf(id, LeafOpts { window: Some((NOW - 60, NOW + 3600)), ..Default::default() });
-        let serial = leaf.serial_hex.clone();
+        let serial = leaf.serial.clone();
         (Side { svid: Arc::new(SvidResolver::new(leaf.chain, leaf.key_der).unwrap()) }, serial)
     }
 
@@ -416,7 +432,7 @@ mod tests {
         // Revoke the client's certificate: refused on the next handshake.
         revocations.apply(
             &SetEvent::new(
-                Revocation::X509 { serial_hex: client_serial, issuer: None, spiffe_id: None },
+                Revocation::X509 { serial: client_serial, issuer: None, spiffe_id: None },
                 Some(NOW),
             ),
             None,

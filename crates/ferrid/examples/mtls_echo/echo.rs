@@ -79,11 +79,9 @@ pub(crate) struct IdentityOptions {
     pub(crate) pin_svid: bool,
 }
 
-/// Lowercase hex serial without leading zeros (the revocation feed's form).
+/// A certificate's serial in the revocation feed's form (even-length lowercase hex).
 pub(crate) fn serial_of(der: &[u8]) -> String {
-    ferrid_tls::serial_of(der)
-        .map(|hex| ferrid_validate::set::normalize_serial(&hex))
-        .unwrap_or_else(|_| "<unparsable>".into())
+    ferrid_validate::x509::peek_leaf(der).map_or_else(|_| "<unparsable>".into(), |(_, s)| s.to_string())
 }
 
 /// Delegates to the [`SvidResolver`] and remembers the serial it handed out last, so the
