@@ -122,9 +122,22 @@ impl AuditLog {
     }
 
     /// Records whose `time` is at or after `since` (Unix seconds), oldest first, read
-    /// from disk. A sparse in-memory index (every 128th record's offset and the latest
-    /// time before it) lets a recent `since` skip the older part of the file.
+    /// from disk, collected. For a scan of a log of any size use [`AuditLog::fold_since`].
     pub async fn records_since(&self, since: i64) -> Result<Vec<AuditRecord>, AuditError> {
+        self.fold_since(since, Vec::new(), |out, r| out.push(r)).await
+    }
+
+    /// Streams the records whose `time` is at or after `since` (Unix seconds), oldest
+    /// first, through `f` with the accumulator `acc`, and returns it: one record is
+    /// held at a time, so memory is what `f` keeps, whatever the size of the log. A
+    /// sparse in-memory index (every 128th record's offset and the latest time before
+    /// it) lets a recent `since` skip the older part of the file; the scan ends at what
+    /// was committed when it started.
+    pub async fn fold_since<T, F>(&self, since: i64, acc: T, mut f: F) -> Result<T, AuditError>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut T, AuditRecord) + Send + 'static,
+    {
         let (from, until) = {
             let st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
             let n = st.index.partition_point(|p| p.max_time_before < since);
@@ -133,13 +146,13 @@ impl AuditLog {
         };
         let path = self.inner.dir.join(LOG_FILE);
         tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
+            let mut acc = acc;
             read_records(&path, from, Some(until), |r| {
                 if r.time >= since {
-                    out.push(r);
+                    f(&mut acc, r);
                 }
             })?;
-            Ok(out)
+            Ok(acc)
         })
         .await
         .map_err(|e| AuditError::Failed(format!("reading the audit log: {e}")))?

@@ -20,6 +20,7 @@ pub(crate) fn store_status(e: StoreError) -> Status {
         StoreError::NotFound { what } => Status::not_found(format!("{what} not found")),
         StoreError::AlreadyExists(m) => Status::already_exists(m),
         StoreError::Conflict(m) => Status::aborted(m),
+        e @ StoreError::Banned(_) => Status::permission_denied(e.to_string()),
         other => {
             tracing::error!(error = %other, "datastore failure");
             Status::unavailable(other.to_string())

@@ -111,6 +111,17 @@ impl NodeService {
         Ok(agent)
     }
 
+    /// Refuses a response to `agent` if it was evicted while the request ran. Called
+    /// after the issuance is in the audit log: eviction bans before it scans the log for
+    /// what the agent was issued, so a credential is either found by that scan or, its
+    /// record having committed after the ban, refused here — never handed out unrevoked.
+    fn still_admitted(&self, agent: &AgentRecord) -> Result<(), Status> {
+        match self.shared.agent(&agent.spiffe_id) {
+            Some(a) if !a.banned => Ok(()),
+            _ => Err(Status::permission_denied(format!("agent {} has been evicted", agent.spiffe_id))),
+        }
+    }
+
     /// Entry `entry_id` if `agent` may serve it; otherwise PermissionDenied, with a denial
     /// record naming `credential_type` when given.
     fn authorized_entry(
@@ -280,7 +291,9 @@ impl NodeService {
             .map_err(ca_status)
     }
 
-    /// Records the agent with its new SVID and returns the SVID's wire form.
+    /// Records the agent with its new SVID and returns the SVID's wire form; an agent
+    /// evicted since it was authenticated gets `PermissionDenied` and the certificate,
+    /// minted but never recorded, is dropped here.
     async fn record_agent(
         &self,
         mut agent: AgentRecord,
@@ -290,7 +303,7 @@ impl NodeService {
         agent.svid_serial = wire.serial.clone();
         agent.svid_expires_at = svid.not_after;
         agent.last_seen = self.shared.now();
-        self.shared.put_agent(agent).await.map_err(store_status)?;
+        self.shared.record_agent_svid(agent).await.map_err(store_status)?;
         self.shared.metrics.issued.with_label_values(&["agent"]).inc();
         Ok(wire)
     }
@@ -515,6 +528,7 @@ impl Node for NodeService {
             })
             .collect();
         self.shared.audit_all(records).await?;
+        self.still_admitted(&agent)?;
         Ok(Response::new(pb::BatchMintX509SvidsResponse { results }))
     }
 
@@ -525,6 +539,7 @@ impl Node for NodeService {
         let agent = self.authenticate(&request)?;
         let (svid, rec) = self.mint_jwt(&agent, &request.into_inner())?;
         self.shared.audit(rec).await?;
+        self.still_admitted(&agent)?;
         Ok(Response::new(pb::MintJwtSvidResponse { svid: Some(svid) }))
     }
 
@@ -552,6 +567,7 @@ impl Node for NodeService {
             })
             .collect();
         self.shared.audit_all(records).await?;
+        self.still_admitted(&agent)?;
         Ok(Response::new(pb::BatchMintJwtSvidsResponse { results }))
     }
 
@@ -616,6 +632,7 @@ impl Node for NodeService {
             Some(&entry),
         );
         self.shared.audit(rec).await?;
+        self.still_admitted(&agent)?;
         Ok(Response::new(pb::MintWitSvidResponse {
             token: svid.token,
             spiffe_id: svid.spiffe_id.to_string(),

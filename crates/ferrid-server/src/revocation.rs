@@ -319,10 +319,14 @@ pub(crate) async fn revoke(
             items.push(cutoff_of(id));
         }
         Target::Agent(id) => {
-            let agent = shared.agent(id).ok_or_else(|| Status::not_found(format!("no agent {id}")))?;
-            if !agent.banned {
-                shared.ban_agent(id).await.map_err(st)?;
+            if shared.agent(id).is_none() {
+                return Err(Status::not_found(format!("no agent {id}")));
             }
+            // Ban first, and take the SVID from the row the ban wrote: a renewal that
+            // recorded before the ban committed left its serial there, and none can
+            // record after it (`Store::record_agent_svid` refuses a banned agent), so
+            // this is the agent's last SVID.
+            let agent = shared.ban_agent(id).await.map_err(st)?;
             if !agent.svid_serial.is_empty() && agent.svid_expires_at >= now {
                 items.push(Item {
                     kind: RevocationKind::X509,
@@ -479,35 +483,47 @@ async fn issued_through(
         return Ok(Vec::new());
     };
     let since = now - (horizon - now);
-    let records = log.records_since(since).await.map_err(|e| {
-        Status::unavailable(format!("reading the audit log for the agent's credentials: {e}"))
-    })?;
     let agent = agent.to_string();
-    let mut out = Vec::new();
-    let mut seen = HashSet::new();
-    for r in records {
-        if r.kind != ferrid_audit::RecordKind::Issuance || r.who.agent_id.as_deref() != Some(agent.as_str()) {
-            continue;
-        }
-        let (Some(id), Some(kind), Some(exp)) =
-            (r.what.credential_id, r.what.credential_type, r.what.expires_at)
-        else {
-            continue;
-        };
-        if exp < now {
-            continue;
-        }
-        let kind = match kind.as_str() {
-            "x509-svid" => RevocationKind::X509,
-            "jwt-svid" | "wit-svid" | "delegation-token" | "task-token" => RevocationKind::Jwt,
-            _ => continue,
-        };
-        let value = if kind == RevocationKind::X509 { canonical(&id) } else { id };
-        if seen.insert(value.clone()) {
-            out.push((kind, value, r.what.spiffe_id.unwrap_or_default(), exp));
-        }
-    }
+    // Streamed: only the agent's own live credentials are kept, however long the log.
+    let (out, _) = log
+        .fold_since(since, (Vec::new(), HashSet::new()), move |(out, seen), r| {
+            if let Some(item) = issued_item(&agent, r, now)
+                && seen.insert(item.1.clone())
+            {
+                out.push(item);
+            }
+        })
+        .await
+        .map_err(|e| {
+            Status::unavailable(format!("reading the audit log for the agent's credentials: {e}"))
+        })?;
     Ok(out)
+}
+
+/// What an audit record says was issued through `agent` and is live at `now`, as
+/// (kind, value, holder, expires_at).
+fn issued_item(
+    agent: &str,
+    r: ferrid_audit::AuditRecord,
+    now: i64,
+) -> Option<(RevocationKind, String, String, i64)> {
+    if r.kind != ferrid_audit::RecordKind::Issuance || r.who.agent_id.as_deref() != Some(agent) {
+        return None;
+    }
+    let (Some(id), Some(kind), Some(exp)) = (r.what.credential_id, r.what.credential_type, r.what.expires_at)
+    else {
+        return None;
+    };
+    if exp < now {
+        return None;
+    }
+    let kind = match kind.as_str() {
+        "x509-svid" => RevocationKind::X509,
+        "jwt-svid" | "wit-svid" | "delegation-token" | "task-token" => RevocationKind::Jwt,
+        _ => return None,
+    };
+    let value = if kind == RevocationKind::X509 { canonical(&id) } else { id };
+    Some((kind, value, r.what.spiffe_id.unwrap_or_default(), exp))
 }
 
 /// A serial this server wrote, in canonical form (it is already, unless the datastore

@@ -300,14 +300,25 @@ impl Shared {
         self.entries.store(Arc::new(next));
     }
 
-    /// Writes an agent record through to the datastore and the cache.
-    pub(crate) async fn put_agent(&self, a: AgentRecord) -> Result<(), StoreError> {
+    /// Records an agent with its new SVID, in the datastore and then the cache. The
+    /// datastore refuses (`StoreError::Banned`) when the agent was evicted, even by an
+    /// eviction that committed after this request authenticated the agent; the cache
+    /// then learns the ban too.
+    pub(crate) async fn record_agent_svid(&self, a: AgentRecord) -> Result<(), StoreError> {
         let _w = self.write_lock.lock().await;
-        self.store.upsert_agent(&a).await?;
         let mut next = (**self.agents.load()).clone();
-        next.insert(a.spiffe_id.clone(), a);
+        let result = self.store.record_agent_svid(&a).await;
+        match &result {
+            Ok(()) => {
+                next.insert(a.spiffe_id.clone(), a);
+            }
+            Err(StoreError::Banned(_)) => {
+                next.insert(a.spiffe_id.clone(), AgentRecord { banned: true, ..a });
+            }
+            Err(_) => return result,
+        }
         self.agents.store(Arc::new(next));
-        Ok(())
+        result
     }
 
     /// Bans an agent: its SVID is refused from now on and its watch ends.

@@ -246,6 +246,31 @@ async fn agents<S: Store>(s: &S) {
         s.ban_agent(&id("spiffe://td/ferrid/agent/x/none")).await,
         Err(StoreError::NotFound { .. })
     ));
+    // A ban is monotonic: an upsert from a record read before the ban keeps it.
+    let mut stale = a2.clone();
+    stale.svid_serial = "0abc".into();
+    s.upsert_agent(&stale).await.expect("upsert over a ban");
+    let after = s.get_agent(&a.spiffe_id).await.expect("get").expect("present");
+    assert!(after.banned, "an upsert cleared a ban");
+    // Recording a renewed SVID for a banned agent is refused and writes nothing.
+    let mut renewed = a2.clone();
+    renewed.svid_serial = "0def".into();
+    match s.record_agent_svid(&renewed).await {
+        Err(StoreError::Banned(who)) => assert_eq!(who, a.spiffe_id),
+        other => panic!("recorded an SVID for a banned agent: {other:?}"),
+    }
+    assert_eq!(s.get_agent(&a.spiffe_id).await.expect("get").expect("present").svid_serial, "0abc");
+    // A record that says banned is refused too, for a new agent as for a known one.
+    let mut new_banned = sample_agent("spiffe://td/ferrid/agent/join_token/c");
+    new_banned.banned = true;
+    assert!(matches!(s.record_agent_svid(&new_banned).await, Err(StoreError::Banned(_))));
+    assert_eq!(s.get_agent(&new_banned.spiffe_id).await.expect("get"), None);
+    // For an agent that is not banned it inserts, then replaces.
+    let mut c = sample_agent("spiffe://td/ferrid/agent/join_token/c");
+    s.record_agent_svid(&c).await.expect("first SVID");
+    c.svid_serial = "01".into();
+    s.record_agent_svid(&c).await.expect("renewed SVID");
+    assert_eq!(s.get_agent(&c.spiffe_id).await.expect("get"), Some(c.clone()));
 }
 
 async fn replay<S: Store>(s: &S) {

@@ -40,6 +40,9 @@ pub enum StoreError {
     /// The write conflicts with the current state (stale revision, used token).
     #[error("{0}")]
     Conflict(String),
+    /// The agent is banned (evicted): nothing was recorded for it.
+    #[error("agent {0} has been evicted")]
+    Banned(SpiffeId),
     /// The backend failed, or returned data that does not validate.
     #[error("datastore error: {0}")]
     Backend(String),
@@ -202,8 +205,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn consume_join_token(&self, id: &str, now: i64) -> Result<JoinTokenRecord, StoreError>;
     /// Deletes tokens that expired before `now`; returns how many.
     async fn prune_join_tokens(&self, now: i64) -> Result<u64, StoreError>;
-    /// Inserts or replaces an agent.
+    /// Inserts or replaces an agent. A ban is monotonic: a stored `banned = true` stays
+    /// true whatever `agent.banned` says.
     async fn upsert_agent(&self, agent: &AgentRecord) -> Result<(), StoreError>;
+    /// Records `agent` with the SVID just minted for it, unless the stored agent is
+    /// banned: in one conditional statement, so an eviction that commits first always
+    /// wins. `Banned` (and nothing written) when it is banned, or when `agent.banned`.
+    async fn record_agent_svid(&self, agent: &AgentRecord) -> Result<(), StoreError>;
     /// One agent.
     async fn get_agent(&self, id: &SpiffeId) -> Result<Option<AgentRecord>, StoreError>;
     /// Every agent, sorted by SPIFFE ID.
@@ -266,6 +274,11 @@ fn delegation_row(r: &SqliteRow) -> Result<DelegationRecord, StoreError> {
 pub struct SqliteStore {
     pool: SqlitePool,
     write: Mutex<()>,
+    /// Test hook: a listing stops between its two reads, inside its transaction, says
+    /// so on the first channel and goes on when the second one fires.
+    #[cfg(test)]
+    pause_listing:
+        std::sync::Mutex<Option<(tokio::sync::oneshot::Sender<()>, tokio::sync::oneshot::Receiver<()>)>>,
 }
 
 /// How long a connection waits on a lock held by another process before failing.
@@ -318,7 +331,12 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Backend(format!("migration: {e}")))?;
-        Ok(Self { pool, write: Mutex::new(()) })
+        Ok(Self {
+            pool,
+            write: Mutex::new(()),
+            #[cfg(test)]
+            pause_listing: std::sync::Mutex::new(None),
+        })
     }
 }
 
@@ -461,6 +479,33 @@ async fn insert_entry(
         r => r?,
     };
     insert_selectors(tx, &entry.id.0, &entry.selectors).await
+}
+
+/// Inserts `a` or updates its row (with `condition` on the update); the ban never goes
+/// back to false. Returns how many rows were written.
+async fn write_agent(pool: &SqlitePool, a: &AgentRecord, condition: &str) -> Result<u64, StoreError> {
+    let sels: Vec<String> = a.selectors.iter().map(ToString::to_string).collect();
+    let sql = format!(
+        "INSERT INTO agents (spiffe_id, attestor, selectors, svid_serial, svid_expires_at, can_reattest, banned, \
+         attested_at, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (spiffe_id) DO UPDATE SET \
+         attestor = excluded.attestor, selectors = excluded.selectors, svid_serial = excluded.svid_serial, \
+         svid_expires_at = excluded.svid_expires_at, can_reattest = excluded.can_reattest, \
+         banned = MAX(agents.banned, excluded.banned), attested_at = excluded.attested_at, \
+         last_seen = excluded.last_seen{condition}"
+    );
+    let done = sqlx::query(&sql)
+        .bind(a.spiffe_id.to_string())
+        .bind(&a.attestor)
+        .bind(json(&sels)?)
+        .bind(&a.svid_serial)
+        .bind(a.svid_expires_at)
+        .bind(a.can_reattest)
+        .bind(a.banned)
+        .bind(a.attested_at)
+        .bind(a.last_seen)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
 }
 
 fn duplicate(e: &RegistrationEntry) -> StoreError {
@@ -606,7 +651,9 @@ impl Store for SqliteStore {
 
     async fn list_entries(&self, filter: &EntryFilter) -> Result<Vec<RegistrationEntry>, StoreError> {
         // Two queries in one read transaction (a consistent snapshot), not one per entry.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // A deferred transaction that only reads never takes the write lock: in WAL mode
+        // writers go on while a large listing runs.
+        let mut tx = self.pool.begin().await?;
         let mut q = QueryBuilder::<Sqlite>::new(
             "SELECT s.entry_id, s.type, s.value FROM entry_selectors s JOIN entries e ON e.id = s.entry_id",
         );
@@ -622,6 +669,13 @@ impl Store for SqliteStore {
                     .map_err(|e| bad("selector", e))?;
                 selectors.entry(r.try_get("entry_id")?).or_default().push(s);
             }
+        }
+        #[cfg(test)]
+        let paused = self.pause_listing.lock().unwrap_or_else(|e| e.into_inner()).take();
+        #[cfg(test)]
+        if let Some((arrived, resume)) = paused {
+            let _ = arrived.send(());
+            let _ = resume.await;
         }
         let mut q = QueryBuilder::<Sqlite>::new("SELECT e.* FROM entries e");
         push_filter(&mut q, filter);
@@ -701,26 +755,21 @@ impl Store for SqliteStore {
 
     async fn upsert_agent(&self, a: &AgentRecord) -> Result<(), StoreError> {
         let _w = self.write.lock().await;
-        let sels: Vec<String> = a.selectors.iter().map(ToString::to_string).collect();
-        sqlx::query(
-            "INSERT INTO agents (spiffe_id, attestor, selectors, svid_serial, svid_expires_at, can_reattest, banned, \
-             attested_at, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (spiffe_id) DO UPDATE SET \
-             attestor = excluded.attestor, selectors = excluded.selectors, svid_serial = excluded.svid_serial, \
-             svid_expires_at = excluded.svid_expires_at, can_reattest = excluded.can_reattest, banned = excluded.banned, \
-             attested_at = excluded.attested_at, last_seen = excluded.last_seen",
-        )
-        .bind(a.spiffe_id.to_string())
-        .bind(&a.attestor)
-        .bind(json(&sels)?)
-        .bind(&a.svid_serial)
-        .bind(a.svid_expires_at)
-        .bind(a.can_reattest)
-        .bind(a.banned)
-        .bind(a.attested_at)
-        .bind(a.last_seen)
-        .execute(&self.pool)
-        .await?;
+        write_agent(&self.pool, a, "").await?;
         Ok(())
+    }
+
+    async fn record_agent_svid(&self, a: &AgentRecord) -> Result<(), StoreError> {
+        if a.banned {
+            return Err(StoreError::Banned(a.spiffe_id.clone()));
+        }
+        let _w = self.write.lock().await;
+        // The conflict update applies only to an unbanned row; a banned one leaves the
+        // statement with nothing written.
+        match write_agent(&self.pool, a, " WHERE agents.banned = 0").await? {
+            0 => Err(StoreError::Banned(a.spiffe_id.clone())),
+            _ => Ok(()),
+        }
     }
 
     async fn get_agent(&self, id: &SpiffeId) -> Result<Option<AgentRecord>, StoreError> {
@@ -1028,6 +1077,32 @@ mod concurrency {
     use std::sync::Arc;
 
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_listing_does_not_block_writers_and_reads_one_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path().join("list.sqlite3")).await.unwrap());
+        let mut first = contract::sample_entry("e1", "spiffe://td/one", &["unix:uid:1"]);
+        first = store.create_entry(&first).await.unwrap();
+        let (arrived_tx, arrived) = tokio::sync::oneshot::channel();
+        let (resume, resume_rx) = tokio::sync::oneshot::channel();
+        *store.pause_listing.lock().unwrap() = Some((arrived_tx, resume_rx));
+        let lister = {
+            let store = store.clone();
+            tokio::spawn(async move { store.list_entries(&EntryFilter::default()).await })
+        };
+        // The listing has read the selectors and holds its transaction open.
+        arrived.await.unwrap();
+        // A writer on another connection commits meanwhile (under the old
+        // `BEGIN IMMEDIATE` it failed with SQLITE_BUSY after the busy timeout).
+        let second = contract::sample_entry("e2", "spiffe://td/two", &["unix:uid:2"]);
+        store.create_entry(&second).await.expect("a write while a listing is open");
+        resume.send(()).unwrap();
+        let listed = lister.await.unwrap().unwrap();
+        // The listing saw the state it started in, selectors and entries alike.
+        assert_eq!(listed, vec![first]);
+        assert_eq!(store.list_entries(&EntryFilter::default()).await.unwrap().len(), 2);
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn racing_consumers_on_a_file() {
