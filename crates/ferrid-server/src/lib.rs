@@ -307,6 +307,17 @@ pub async fn start(cfg: ValidatedConfig, clock: Arc<dyn Clock>) -> Result<Server
     let db = cfg.raw.data_dir.join(DATASTORE_FILE);
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).await?);
     tracing::info!(path = %db.display(), "datastore open");
+    start_with_store(cfg, clock, store).await
+}
+
+/// Starts the server on a datastore the caller opened (tests wrap one to interleave
+/// requests deterministically; `start` opens the configured one).
+pub async fn start_with_store(
+    cfg: ValidatedConfig,
+    clock: Arc<dyn Clock>,
+    store: Arc<dyn Store>,
+) -> Result<ServerHandle, ServerError> {
+    create_private_dir(&cfg.raw.data_dir)?;
 
     let ca = open_ca(&cfg, &store, clock.clone()).await?;
     store

@@ -305,31 +305,35 @@ impl Shared {
     /// eviction that committed after this request authenticated the agent; the cache
     /// then learns the ban too.
     pub(crate) async fn record_agent_svid(&self, a: AgentRecord) -> Result<(), StoreError> {
-        let _w = self.write_lock.lock().await;
-        let mut next = (**self.agents.load()).clone();
+        // Not under `write_lock`: the datastore decides between this and a ban, and the
+        // cache below never un-bans, so the order the two reach the cache in is moot.
         let result = self.store.record_agent_svid(&a).await;
         match &result {
-            Ok(()) => {
-                next.insert(a.spiffe_id.clone(), a);
-            }
-            Err(StoreError::Banned(_)) => {
-                next.insert(a.spiffe_id.clone(), AgentRecord { banned: true, ..a });
-            }
-            Err(_) => return result,
+            Ok(()) => self.cache_agent(a),
+            Err(StoreError::Banned(_)) => self.cache_agent(AgentRecord { banned: true, ..a }),
+            Err(_) => {}
         }
-        self.agents.store(Arc::new(next));
         result
     }
 
-    /// Bans an agent: its SVID is refused from now on and its watch ends.
+    /// Bans an agent: its SVID is refused from now on and its watch ends. Returns the
+    /// agent as the ban left it in the datastore.
     pub(crate) async fn ban_agent(&self, id: &SpiffeId) -> Result<AgentRecord, StoreError> {
-        let _w = self.write_lock.lock().await;
         let a = self.store.ban_agent(id).await?;
-        let mut next = (**self.agents.load()).clone();
-        next.insert(a.spiffe_id.clone(), a.clone());
-        self.agents.store(Arc::new(next));
+        self.cache_agent(a.clone());
         self.notify();
         Ok(a)
+    }
+
+    /// Puts `a` in the agent cache; like the datastore, the cache never clears a ban.
+    fn cache_agent(&self, a: AgentRecord) {
+        // Read-copy-update: a concurrent update is never lost (the closure reruns).
+        self.agents.rcu(|cur| {
+            let mut next = (**cur).clone();
+            let banned = a.banned || next.get(&a.spiffe_id).is_some_and(|c| c.banned);
+            next.insert(a.spiffe_id.clone(), AgentRecord { banned, ..a.clone() });
+            next
+        });
     }
 
     /// All cached agents, sorted by ID.
