@@ -310,7 +310,8 @@ impl Shared {
         let result = self.store.record_agent_svid(&a).await;
         match &result {
             Ok(()) => self.cache_agent(a),
-            Err(StoreError::Banned(_)) => self.cache_agent(AgentRecord { banned: true, ..a }),
+            // The refused SVID was never recorded: keep the cached one, mark the ban.
+            Err(StoreError::Banned(_)) => self.cache_ban(&a.spiffe_id),
             Err(_) => {}
         }
         result
@@ -332,6 +333,17 @@ impl Shared {
             let mut next = (**cur).clone();
             let banned = a.banned || next.get(&a.spiffe_id).is_some_and(|c| c.banned);
             next.insert(a.spiffe_id.clone(), AgentRecord { banned, ..a.clone() });
+            next
+        });
+    }
+
+    /// Marks a cached agent banned, leaving the rest of its record as it is.
+    fn cache_ban(&self, id: &SpiffeId) {
+        self.agents.rcu(|cur| {
+            let mut next = (**cur).clone();
+            if let Some(a) = next.get_mut(id) {
+                a.banned = true;
+            }
             next
         });
     }

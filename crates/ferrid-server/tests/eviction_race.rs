@@ -267,6 +267,17 @@ async fn a_renewal_in_flight_cannot_undo_an_eviction() {
     assert!(stored.banned, "the renewal un-banned the agent");
     let revoked = h.revoked_serials().await;
     assert!(revoked.contains(&stored.svid_serial), "last SVID {} not in {revoked:?}", stored.svid_serial);
+    // The server's view (its agent cache) agrees: banned, and the refused SVID is not
+    // recorded as the agent's.
+    let shown = h
+        .admin()
+        .await
+        .get_agent(apb::GetAgentRequest { spiffe_id: agent.to_string() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(shown.banned);
+    assert_eq!(shown.svid_serial, stored.svid_serial);
     h.stop().await;
 }
 
