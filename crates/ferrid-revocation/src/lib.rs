@@ -213,16 +213,6 @@ impl RevocationIndex {
     }
 }
 
-impl<'a> FromIterator<(&'a Revocation, i64)> for RevocationIndex {
-    fn from_iter<I: IntoIterator<Item = (&'a Revocation, i64)>>(iter: I) -> Self {
-        let mut index = Self::new();
-        for (r, forget_at) in iter {
-            index.apply(r, forget_at);
-        }
-        index
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
