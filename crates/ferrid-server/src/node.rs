@@ -35,6 +35,11 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 
 /// The caller's X.509-SVID (mutual TLS), parsed once per connection by the TLS layer,
 /// which has already verified its chain against the bundle.
+/// The refusal an evicted agent gets (the datastore's own words for a ban).
+fn evicted(id: &SpiffeId) -> Status {
+    store_status(StoreError::Banned(id.clone()))
+}
+
 pub(crate) fn caller<T>(req: &Request<T>) -> Result<&ferrid_tls::PeerLeaf, Status> {
     let leaf = req
         .extensions()
@@ -105,7 +110,7 @@ impl NodeService {
             Status::permission_denied(format!("{id} is not an attested agent of this server"))
         })?;
         if agent.banned {
-            return Err(Status::permission_denied(format!("agent {id} has been evicted")));
+            return Err(evicted(id));
         }
         crate::revocation::check_peer(&self.shared, leaf)?;
         Ok(agent)
@@ -118,7 +123,7 @@ impl NodeService {
     fn still_admitted(&self, agent: &AgentRecord) -> Result<(), Status> {
         match self.shared.agent(&agent.spiffe_id) {
             Some(a) if !a.banned => Ok(()),
-            _ => Err(Status::permission_denied(format!("agent {} has been evicted", agent.spiffe_id))),
+            _ => Err(evicted(&agent.spiffe_id)),
         }
     }
 

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use ferrid_types::{Serial, SpiffeId, TrustDomain};
+use ferrid_types::{SpiffeId, TrustDomain};
 use ferrid_validate::tls::{SpiffeClientVerifier, SpiffeServerVerifier, VerifierConfig};
 use ferrid_validate::{BundleSet, JwtKeySet, TrustBundle, X509Bundle, authorize};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -40,25 +40,9 @@ pub struct PeerInfo {
     pub leaf: Option<Arc<Result<PeerLeaf, String>>>,
 }
 
-/// What handlers need from a caller's X.509-SVID.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerLeaf {
-    /// The SPIFFE ID of its single URI SAN.
-    pub spiffe_id: SpiffeId,
-    /// Its serial.
-    pub serial: Serial,
-    /// Its `notBefore`, Unix seconds.
-    pub not_before: i64,
-}
-
-impl PeerLeaf {
-    /// Reads an X.509-SVID leaf (DER) once for its SPIFFE ID, serial and `notBefore`
-    /// (the TLS verifier has validated it already).
-    pub fn parse(cert_der: &[u8]) -> Result<Self, String> {
-        let leaf = ferrid_validate::x509::read_leaf(cert_der).map_err(|e| e.to_string())?;
-        Ok(Self { spiffe_id: leaf.spiffe_id, serial: leaf.serial, not_before: leaf.not_before })
-    }
-}
+/// What handlers need from a caller's X.509-SVID (its SPIFFE ID, serial and
+/// validity), read once per connection; the TLS verifier has validated it already.
+pub type PeerLeaf = ferrid_validate::x509::LeafFacts;
 
 /// A server-side TLS connection that exposes [`PeerInfo`] to tonic handlers.
 #[derive(Debug)]
@@ -70,7 +54,7 @@ impl Connected for TlsConn {
         let (tcp, session) = self.0.get_ref();
         let leaf = session.peer_certificates().map(|c| {
             Arc::new(match c.first() {
-                Some(leaf) => PeerLeaf::parse(leaf.as_ref()),
+                Some(leaf) => ferrid_validate::x509::read_leaf(leaf.as_ref()).map_err(|e| e.to_string()),
                 None => Err("empty client certificate chain".into()),
             })
         });
