@@ -353,6 +353,7 @@ impl ServerConfig {
             _ => {}
         }
         self.log.validate()?;
+        self.revocation.validate(&trust_domain)?;
         if self.limits.max_message_bytes < 1024 {
             return Err(invalid("limits.max_message_bytes", "must be at least 1024"));
         }

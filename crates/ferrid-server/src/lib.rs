@@ -12,6 +12,7 @@ pub mod config;
 pub mod delegation;
 mod error;
 mod exchange;
+mod follower;
 mod health;
 pub mod k8s_bundle;
 mod metrics;

@@ -33,13 +33,13 @@ pub(crate) struct NodeService {
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-/// The caller's X.509-SVID (mutual TLS), parsed once per connection by the TLS layer,
-/// which has already verified its chain against the bundle.
 /// The refusal an evicted agent gets (the datastore's own words for a ban).
 fn evicted(id: &SpiffeId) -> Status {
     store_status(StoreError::Banned(id.clone()))
 }
 
+/// The caller's X.509-SVID (mutual TLS), parsed once per connection by the TLS layer,
+/// which has already verified its chain against the bundle.
 pub(crate) fn caller<T>(req: &Request<T>) -> Result<&ferrid_tls::PeerLeaf, Status> {
     let leaf = req
         .extensions()

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::state::Shared;
+use ferrid_types::config::{ConfigError, invalid};
 
 /// How long the revoke call waits, at most, for the clock to pass a SPIFFE-ID cut-off.
 const CUTOFF_WAIT: Duration = Duration::from_millis(1500);
@@ -42,6 +43,47 @@ pub struct RevocationSection {
     /// Push receivers (RFC 8935), `[[revocation.push]]`.
     #[serde(default)]
     pub push: Vec<PushReceiver>,
+    /// Named poll receivers (RFC 8936), `[[revocation.poll]]`: `/ssf/poll/<name>`
+    /// exists only for the SPIFFE ID configured for it.
+    #[serde(default)]
+    pub poll: Vec<PollReceiver>,
+}
+
+/// One `[[revocation.poll]]` receiver: the queue `name` belongs to `spiffe_id`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PollReceiver {
+    /// The path segment of `/ssf/poll/<name>`.
+    pub name: String,
+    /// The only caller allowed to read and acknowledge this queue.
+    #[serde(with = "ferrid_types::serde_spiffe_id")]
+    pub spiffe_id: SpiffeId,
+}
+
+impl RevocationSection {
+    /// Checks `[[revocation.poll]]`: valid, distinct names, each for a SPIFFE ID of
+    /// `td` (only this trust domain's SVIDs authenticate a poll).
+    pub(crate) fn validate(&self, td: &ferrid_types::TrustDomain) -> Result<(), ConfigError> {
+        let mut names = HashSet::new();
+        for (i, r) in self.poll.iter().enumerate() {
+            if !crate::follower::valid_receiver(&r.name) {
+                return Err(invalid(
+                    "revocation.poll.name",
+                    format!("receiver {i}: {:?} is not 1 to 64 of a-z 0-9 - _ .", r.name),
+                ));
+            }
+            if !names.insert(r.name.as_str()) {
+                return Err(invalid("revocation.poll.name", format!("receiver {:?} is configured twice", r.name)));
+            }
+            if !r.spiffe_id.is_member_of(td) {
+                return Err(invalid(
+                    "revocation.poll.spiffe_id",
+                    format!("receiver {:?}: {} is not in the trust domain {td}", r.name, r.spiffe_id),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for RevocationSection {
@@ -51,6 +93,7 @@ impl Default for RevocationSection {
             heartbeat_interval: default_heartbeat(),
             poll_wait: default_poll_wait(),
             push: Vec::new(),
+            poll: Vec::new(),
         }
     }
 }
@@ -621,6 +664,10 @@ impl rpb::revocations_server::Revocations for WatchService {
         &self,
         request: Request<rpb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let leaf = request.extensions().get::<crate::tls::PeerInfo>().and_then(|p| p.leaf.as_deref());
+        let auth = request.metadata().get("authorization").map(|v| v.as_bytes());
+        let who = crate::follower::authenticate(&self.shared, leaf, auth)?;
+        tracing::debug!(follower = %who, "revocation watch opened");
         let after = request.into_inner().after_sequence;
         let shared = self.shared.clone();
         let mut stop = self.stop.clone();

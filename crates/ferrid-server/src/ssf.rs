@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::HeaderMap;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,6 +18,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::follower::{self, Refusal};
 use crate::revocation::PushReceiver;
 use crate::state::Shared;
 use crate::{ServerError, io_err};
@@ -58,25 +60,76 @@ fn error(status: StatusCode, err: &str, description: impl Into<String>) -> Respo
     (status, Json(json!({ "err": err, "description": description.into() }))).into_response()
 }
 
-fn valid_receiver(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
+/// The challenge sent in `WWW-Authenticate` with every 401.
+const CHALLENGE: &str = "Bearer realm=\"ferrid-ssf\"";
+
+/// The verified client certificate of a poll connection, read once per connection.
+#[derive(Debug, Clone)]
+pub(crate) struct PollPeer(Option<Arc<Result<ferrid_tls::PeerLeaf, String>>>);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for PollPeer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        Self(ferrid_tls::peer_leaf(stream.io().get_ref().1))
+    }
 }
 
-async fn poll(
+/// The RFC 8936 error answer for a refused poll: 401 (with `WWW-Authenticate`) and
+/// `authentication_failed`, or 403 and `access_denied` (RFC 8935 §2.3 codes).
+fn refusal(r: Refusal) -> Response {
+    match r {
+        Refusal::Unauthenticated(why) => {
+            let mut resp = error(StatusCode::UNAUTHORIZED, "authentication_failed", why);
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static(CHALLENGE),
+            );
+            resp
+        }
+        Refusal::Forbidden(why) => error(StatusCode::FORBIDDEN, "access_denied", why),
+    }
+}
+
+/// Authenticates the poll and picks its queue (`name` `None`: the caller's own).
+fn poll_queue(shared: &Shared, peer: &PollPeer, headers: &HeaderMap, name: Option<&str>) -> Result<String, Refusal> {
+    let auth = headers.get(header::AUTHORIZATION).map(header::HeaderValue::as_bytes);
+    let caller = follower::authenticate(shared, peer.0.as_deref(), auth)?;
+    follower::queue_for(&shared.cfg.raw.revocation.poll, name, &caller)
+}
+
+async fn poll_named(
     State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<PollPeer>,
     Path(receiver): Path<String>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if !valid_receiver(&receiver) {
+    if !follower::valid_receiver(&receiver) {
         return error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "receiver names are 1 to 64 of a-z 0-9 - _ .",
         );
     }
+    match poll_queue(&shared, &peer, &headers, Some(&receiver)) {
+        Ok(q) => poll(shared, q, body).await,
+        Err(r) => refusal(r),
+    }
+}
+
+async fn poll_own(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<PollPeer>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    match poll_queue(&shared, &peer, &headers, None) {
+        Ok(q) => poll(shared, q, body).await,
+        Err(r) => refusal(r),
+    }
+}
+
+/// One poll of an authenticated caller's queue `receiver`.
+async fn poll(shared: Arc<Shared>, receiver: String, body: axum::body::Bytes) -> Response {
     let req: PollRequest = if body.is_empty() {
         PollRequest::default()
     } else {
@@ -189,17 +242,21 @@ pub(crate) async fn serve(
         stop.clone(),
     ));
     let app = Router::new()
-        .route("/ssf/poll/{receiver}", post(poll))
+        .route("/ssf/poll", post(poll_own))
+        .route("/ssf/poll/{receiver}", post(poll_named))
         .route("/bundle", get(bundle))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared);
     let mut stop = stop;
     tasks.spawn(async move {
-        let r = axum::serve(TlsListener { rx, addr: bound }, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.changed().await;
-            })
-            .await;
+        let r = axum::serve(
+            TlsListener { rx, addr: bound },
+            app.into_make_service_with_connect_info::<PollPeer>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop.changed().await;
+        })
+        .await;
         if let Err(e) = r {
             tracing::error!(error = %e, "revocation listener stopped");
         }

@@ -52,14 +52,21 @@ impl Connected for TlsConn {
     type ConnectInfo = PeerInfo;
     fn connect_info(&self) -> PeerInfo {
         let (tcp, session) = self.0.get_ref();
-        let leaf = session.peer_certificates().map(|c| {
-            Arc::new(match c.first() {
-                Some(leaf) => ferrid_validate::x509::read_leaf(leaf.as_ref()).map_err(|e| e.to_string()),
-                None => Err("empty client certificate chain".into()),
-            })
-        });
-        PeerInfo { remote: tcp.peer_addr().ok(), leaf }
+        PeerInfo { remote: tcp.peer_addr().ok(), leaf: peer_leaf(session) }
     }
+}
+
+/// The client's leaf certificate on an accepted connection, read once: `None` without
+/// a client certificate, `Some(Err)` when it is not a usable X.509-SVID. The TLS
+/// verifier has validated the chain already; callers still check revocation and, on
+/// long-lived connections, expiry.
+pub fn peer_leaf(session: &rustls::ServerConnection) -> Option<Arc<Result<PeerLeaf, String>>> {
+    session.peer_certificates().map(|c| {
+        Arc::new(match c.first() {
+            Some(leaf) => ferrid_validate::x509::read_leaf(leaf.as_ref()).map_err(|e| e.to_string()),
+            None => Err("empty client certificate chain".into()),
+        })
+    })
 }
 
 /// The admin socket caller's credentials (SO_PEERCRED).
