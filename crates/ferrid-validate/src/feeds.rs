@@ -8,6 +8,10 @@
 //!   acknowledging what it applied and reporting what it refused in `setErrs`.
 //! - [`watch`]: the gRPC `ferrid.revocation.v1.Revocations/Watch` client, reconnecting
 //!   with backoff and honouring `reset`.
+//!
+//! The server serves its feed only to callers with an SVID of its trust domain, so
+//! the poll and watch clients take a [`FeedAuth`]: an X.509-SVID for mutual TLS or a
+//! JWT-SVID bearer token, from the Workload API or from files.
 //! - [`fetch_bundle`] / [`BundleEndpoint`]: the SPIFFE bundle endpoint (`https_spiffe`
 //!   profile) kept fresh at the bundle's `spiffe_refresh_hint`.
 //!
@@ -26,6 +30,7 @@ use serde_json::{Map, Value, json};
 
 use crate::authorize;
 use crate::bundle::{BundleError, BundleSet, BundleSource, TrustBundle};
+pub use crate::feed_auth::FeedAuth;
 use crate::revocation::RevocationSet;
 use crate::set::{MAX_SET_BYTES, SET_CONTENT_TYPE, SetError, VerifiedSet, verify_set};
 use crate::tls::{SpiffeServerVerifier, VerifierConfig};
@@ -46,6 +51,28 @@ pub enum FeedError {
     /// The server answered something unexpected.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// This client's own credential could not be read or fetched.
+    #[error("credential: {0}")]
+    Credential(String),
+    /// The server did not accept the credential: none, expired, revoked, forged, or
+    /// for another audience (HTTP 401, gRPC `Unauthenticated`). The server's reason.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The server accepted the credential but this identity may not do what was
+    /// asked, e.g. poll a receiver configured for another SPIFFE ID (HTTP 403, gRPC
+    /// `PermissionDenied`). The server's reason.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+}
+
+impl FeedError {
+    fn grpc(s: tonic::Status) -> Self {
+        match s.code() {
+            tonic::Code::Unauthenticated => Self::Unauthenticated(s.message().to_owned()),
+            tonic::Code::PermissionDenied => Self::Forbidden(s.message().to_owned()),
+            _ => Self::Transport(s.to_string()),
+        }
+    }
 }
 
 /// What every feed needs: the trust domain, its bundle, the set to keep current, a clock.
@@ -93,9 +120,10 @@ impl Feed {
     }
 
     /// A rustls client config trusting the bundle and accepting only the server's
-    /// SPIFFE ID. It does not consult the revocation set: a stale feed must be able to
-    /// reach its server to become fresh again.
-    pub fn server_tls(&self) -> rustls::ClientConfig {
+    /// SPIFFE ID, presenting `auth`'s X.509-SVID if it is one. It does not consult the
+    /// revocation set: a stale feed must be able to reach its server to become fresh
+    /// again.
+    pub fn server_tls(&self, auth: &FeedAuth) -> rustls::ClientConfig {
         let verifier = SpiffeServerVerifier::new(VerifierConfig {
             trust_domain: self.trust_domain.clone(),
             bundles: self.bundles.clone(),
@@ -103,12 +131,15 @@ impl Feed {
             revocations: None,
             clock: self.clock.clone(),
         });
-        rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        let builder = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
             .with_safe_default_protocol_versions()
             .expect("default versions")
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth()
+            .with_custom_certificate_verifier(Arc::new(verifier));
+        match auth.client_cert() {
+            Some(resolver) => builder.with_client_cert_resolver(resolver),
+            None => builder.with_no_client_auth(),
+        }
     }
 }
 
@@ -172,11 +203,15 @@ fn receive(feed: &Feed, headers: &HeaderMap, body: &[u8]) -> Response {
 // ---------------------------------------------------------------------------------
 // RFC 8936 poll.
 
-/// An RFC 8936 poll client for one receiver queue.
+/// An RFC 8936 poll client for one receiver queue: by default the queue of the
+/// identity `auth` proves (`/ssf/poll`), or a named receiver configured for it
+/// ([`PollClient::receiver`]).
 #[derive(Debug, Clone)]
 pub struct PollClient {
     feed: Feed,
     http: reqwest::Client,
+    auth: FeedAuth,
+    base_url: String,
     url: String,
     /// `maxEvents` per poll (default 100).
     pub max_events: u32,
@@ -194,20 +229,24 @@ pub struct PollOutcome {
 }
 
 impl PollClient {
-    /// A client of `https://<address>/ssf/poll/<receiver>`; `base_url` is
-    /// `https://<revocation.address>`.
-    pub fn new(feed: Feed, base_url: &str, receiver: &str) -> Result<Self, FeedError> {
+    /// A client of the caller's own queue, `https://<address>/ssf/poll`; `base_url` is
+    /// `https://<revocation.address>`, `auth` the credential presented on every poll.
+    pub fn new(feed: Feed, base_url: &str, auth: FeedAuth) -> Result<Self, FeedError> {
         let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(feed.server_tls())
+            .tls_backend_preconfigured(feed.server_tls(&auth))
             .timeout(Duration::from_secs(120))
             .build()
             .map_err(|e| FeedError::Transport(e.to_string()))?;
-        Ok(Self {
-            feed,
-            http,
-            url: format!("{}/ssf/poll/{receiver}", base_url.trim_end_matches('/')),
-            max_events: 100,
-        })
+        let base_url = base_url.trim_end_matches('/').to_owned();
+        Ok(Self { feed, http, auth, url: format!("{base_url}/ssf/poll"), base_url, max_events: 100 })
+    }
+
+    /// Polls the named receiver `name` (`/ssf/poll/<name>`) instead: one the server
+    /// configures for this client's SPIFFE ID (`[[revocation.poll]]`), else every poll
+    /// is refused with [`FeedError::Forbidden`].
+    pub fn receiver(mut self, name: &str) -> Self {
+        self.url = format!("{}/ssf/poll/{name}", self.base_url);
+        self
     }
 
     /// One poll: acknowledges `prev`'s applied SETs and reports its refusals, then
@@ -227,19 +266,20 @@ impl PollClient {
             "ack": prev.applied,
             "setErrs": errs,
         });
-        let res = self
+        let mut req = self
             .http
             .post(&self.url)
             .header(header::CONTENT_TYPE, "application/json")
-            .header(header::ACCEPT, "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .map_err(|e| FeedError::Transport(e.to_string()))?;
-        if !res.status().is_success() {
-            return Err(FeedError::Protocol(format!("poll answered {}", res.status())));
+            .header(header::ACCEPT, "application/json");
+        if let Some(value) = self.auth.authorization(&self.feed.server_id().to_string()).await? {
+            req = req.header(header::AUTHORIZATION, value);
         }
+        let res = req.body(body.to_string()).send().await.map_err(|e| FeedError::Transport(e.to_string()))?;
+        let status = res.status();
         let bytes = res.bytes().await.map_err(|e| FeedError::Transport(e.to_string()))?;
+        if !status.is_success() {
+            return Err(poll_refusal(status, &bytes));
+        }
         if bytes.len() > 16 << 20 {
             return Err(FeedError::Protocol("poll answer over 16 MiB".into()));
         }
@@ -291,6 +331,22 @@ impl PollClient {
     }
 }
 
+/// The error for a poll answered `status`: 401 and 403 carry the server's RFC 8936
+/// error (`{"err", "description"}`).
+fn poll_refusal(status: StatusCode, body: &[u8]) -> FeedError {
+    let doc: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let field = |k: &str| doc.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let why = match (field("err"), field("description")) {
+        (e, d) if e.is_empty() && d.is_empty() => format!("poll answered {status}"),
+        (e, d) => format!("{e}: {d}"),
+    };
+    match status {
+        StatusCode::UNAUTHORIZED => FeedError::Unauthenticated(why),
+        StatusCode::FORBIDDEN => FeedError::Forbidden(why),
+        _ => FeedError::Protocol(format!("poll answered {status}: {why}")),
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // gRPC watch.
 
@@ -330,13 +386,13 @@ pub mod watch {
         refused
     }
 
-    /// Watches `endpoint` (the server's node API, `https://host:port`) forever,
-    /// resuming after the last sequence applied and reconnecting with backoff (1 s
-    /// doubling to 30 s).
-    pub async fn run(feed: Feed, endpoint: String) {
+    /// Watches `endpoint` (the server's node API, `https://host:port`) forever as the
+    /// identity `auth` proves, resuming after the last sequence applied and
+    /// reconnecting with backoff (1 s doubling to 30 s).
+    pub async fn run(feed: Feed, endpoint: String, auth: FeedAuth) {
         let mut backoff = Duration::from_secs(1);
         loop {
-            match once(&feed, &endpoint).await {
+            match once(&feed, &endpoint, &auth).await {
                 Ok(()) => backoff = Duration::from_secs(1),
                 Err(e) => tracing::warn!(error = %e, "revocation watch failed"),
             }
@@ -346,8 +402,8 @@ pub mod watch {
     }
 
     /// One watch stream until it ends or fails.
-    pub async fn once(feed: &Feed, endpoint: &str) -> Result<(), FeedError> {
-        let tls = feed.server_tls();
+    pub async fn once(feed: &Feed, endpoint: &str, auth: &FeedAuth) -> Result<(), FeedError> {
+        let tls = feed.server_tls(auth);
         let connector = tokio_rustls::TlsConnector::from(Arc::new({
             let mut t = tls;
             t.alpn_protocols = vec![b"h2".to_vec()];
@@ -371,12 +427,15 @@ pub mod watch {
             .await
             .map_err(|e| FeedError::Transport(e.to_string()))?;
         let mut client = pb::revocations_client::RevocationsClient::new(channel);
-        let mut stream = client
-            .watch(pb::WatchRequest { after_sequence: feed.revocations.sequence() })
-            .await
-            .map_err(|e| FeedError::Transport(e.to_string()))?
-            .into_inner();
-        while let Some(msg) = stream.message().await.map_err(|e| FeedError::Transport(e.to_string()))? {
+        let mut req = tonic::Request::new(pb::WatchRequest { after_sequence: feed.revocations.sequence() });
+        if let Some(value) = auth.authorization(&feed.server_id().to_string()).await? {
+            let value = value
+                .parse()
+                .map_err(|_| FeedError::Credential("the JWT-SVID is not a valid header value".into()))?;
+            req.metadata_mut().insert("authorization", value);
+        }
+        let mut stream = client.watch(req).await.map_err(FeedError::grpc)?.into_inner();
+        while let Some(msg) = stream.message().await.map_err(FeedError::grpc)? {
             apply_message(feed, &msg);
         }
         Ok(())
@@ -552,13 +611,30 @@ mod tests {
 
     /// Serves `app` over HTTPS on loopback, presenting an SVID for `id` from `ca`.
     async fn https(ca: &TestCa, id: &str, app: Router) -> String {
+        https_with(ca, id, app, None).await
+    }
+
+    /// [`https`], requiring a client X.509-SVID of `ca`'s trust domain when
+    /// `client_td` is set.
+    async fn https_with(ca: &TestCa, id: &str, app: Router, client_td: Option<&Feed>) -> String {
         let leaf = ca.leaf(id, LeafOpts { window: Some((NOW - 60, NOW + 3600)), ..Default::default() });
         let resolver = Arc::new(SvidResolver::new(leaf.chain, leaf.key_der).unwrap());
-        let cfg = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+        let builder = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
             .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_cert_resolver(resolver);
+            .unwrap();
+        let builder = match client_td {
+            None => builder.with_no_client_auth(),
+            Some(feed) => builder.with_client_cert_verifier(Arc::new(crate::tls::SpiffeClientVerifier::new(
+                VerifierConfig {
+                    trust_domain: feed.trust_domain.clone(),
+                    bundles: feed.bundles.clone(),
+                    authorizer: Arc::new(authorize::any()),
+                    revocations: None,
+                    clock: feed.clock.clone(),
+                },
+            ))),
+        };
+        let cfg = builder.with_cert_resolver(resolver);
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -579,50 +655,195 @@ mod tests {
         format!("https://127.0.0.1:{}", addr.port())
     }
 
+    fn pem(label: &str, der: &[u8]) -> String {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
+        format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+    }
+
+    /// Writes `leaf` as `svid.pem` / `key.pem` in `dir`.
+    fn write_svid(
+        dir: &std::path::Path,
+        leaf: &crate::testing::Leaf,
+    ) -> (std::path::PathBuf, std::path::PathBuf) {
+        let chain: String = leaf.chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
+        let (cert, key) = (dir.join("svid.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, chain).unwrap();
+        std::fs::write(&key, pem("PRIVATE KEY", &leaf.key_der)).unwrap();
+        (cert, key)
+    }
+
     #[tokio::test]
     async fn poll_client_applies_acks_and_reports_errors() {
         let f = fixture();
         let good = set_token(&f.key, &jwt_revocation("j1"), "s1");
         let forged = set_token(&TestKey::es256("k1"), &jwt_revocation("j2"), "s2");
-        let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let seen: Arc<Mutex<Vec<(Option<String>, Value)>>> = Arc::default();
         let seen2 = seen.clone();
         let app = Router::new().route(
             "/ssf/poll/{receiver}",
-            axum::routing::post(move |axum::extract::Path(r): axum::extract::Path<String>, body: Bytes| {
-                let seen = seen2.clone();
-                let (good, forged) = (good.clone(), forged.clone());
-                async move {
-                    assert_eq!(r, "rp-1");
-                    let req: Value = serde_json::from_slice(&body).unwrap();
-                    let first = seen.lock().unwrap().is_empty();
-                    seen.lock().unwrap().push(req);
-                    let sets = if first { json!({"s1": good, "s2": forged}) } else { json!({}) };
-                    axum::Json(json!({"sets": sets, "moreAvailable": false}))
-                }
-            }),
+            axum::routing::post(
+                move |axum::extract::Path(r): axum::extract::Path<String>,
+                      headers: HeaderMap,
+                      body: Bytes| {
+                    let seen = seen2.clone();
+                    let (good, forged) = (good.clone(), forged.clone());
+                    async move {
+                        assert_eq!(r, "rp-1");
+                        let auth = headers.get("authorization").map(|v| v.to_str().unwrap().to_owned());
+                        let req: Value = serde_json::from_slice(&body).unwrap();
+                        let first = seen.lock().unwrap().is_empty();
+                        seen.lock().unwrap().push((auth, req));
+                        let sets = if first { json!({"s1": good, "s2": forged}) } else { json!({}) };
+                        axum::Json(json!({"sets": sets, "moreAvailable": false}))
+                    }
+                },
+            ),
         );
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("jwt");
+        std::fs::write(&token, "header.payload.sig\n").unwrap();
+        let auth = FeedAuth::jwt_file(&token);
         let base = https(&f.ca, "spiffe://example.org/ferrid/server", app.clone()).await;
-        let client = PollClient::new(f.feed.clone(), &base, "rp-1").unwrap();
+        let client = PollClient::new(f.feed.clone(), &base, auth.clone()).unwrap().receiver("rp-1");
         let out = client.poll_once(&PollOutcome::default(), true).await.unwrap();
         assert_eq!(out.applied, ["s1"]);
         assert_eq!(out.refused.len(), 1);
         assert_eq!(out.refused[0].1, "invalid_key");
         assert!(f.feed.revocations.check_fresh(NOW).is_ok());
         assert_eq!(f.feed.revocations.len(), 1);
+        // The file is read for every poll: a refreshed token is sent next time.
+        std::fs::write(&token, "header.payload.sig2").unwrap();
         let out2 = client.poll_once(&out, true).await.unwrap();
         assert!(out2.applied.is_empty());
-        let second = seen.lock().unwrap()[1].clone();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen[0].0.as_deref(), Some("Bearer header.payload.sig"));
+        assert_eq!(seen[1].0.as_deref(), Some("Bearer header.payload.sig2"));
+        let second = &seen[1].1;
         assert_eq!(second["ack"], json!(["s1"]));
         assert_eq!(second["setErrs"]["s2"]["err"], "invalid_key");
         assert_eq!(second["returnImmediately"], true);
 
         // A server presenting another SPIFFE ID is not the feed.
         let impostor = https(&f.ca, "spiffe://example.org/not-the-server", app).await;
-        let client = PollClient::new(f.feed.clone(), &impostor, "rp-1").unwrap();
+        let client = PollClient::new(f.feed.clone(), &impostor, auth.clone()).unwrap().receiver("rp-1");
         assert!(matches!(
             client.poll_once(&PollOutcome::default(), true).await,
             Err(FeedError::Transport(_))
         ));
+
+        // A token file that cannot be read fails before anything is sent.
+        let client = PollClient::new(f.feed.clone(), &base, FeedAuth::jwt_file(dir.path().join("missing")))
+            .unwrap()
+            .receiver("rp-1");
+        let e = client.poll_once(&PollOutcome::default(), true).await.unwrap_err();
+        assert!(matches!(&e, FeedError::Credential(m) if m.contains("missing")), "{e}");
+    }
+
+    #[tokio::test]
+    async fn poll_client_presents_its_x509_svid_and_reports_refusals() {
+        let f = fixture();
+        let sets = json!({"s1": set_token(&f.key, &jwt_revocation("j1"), "s1")});
+        let app = Router::new()
+            .route(
+                "/ssf/poll",
+                axum::routing::post(move || {
+                    let sets = sets.clone();
+                    async move { axum::Json(json!({"sets": sets})) }
+                }),
+            )
+            .route(
+                "/ssf/poll/{receiver}",
+                axum::routing::post(|axum::extract::Path(r): axum::extract::Path<String>| async move {
+                    let (status, err) = if r == "stale" {
+                        (StatusCode::UNAUTHORIZED, "authentication_failed")
+                    } else {
+                        (StatusCode::FORBIDDEN, "access_denied")
+                    };
+                    (status, axum::Json(json!({"err": err, "description": format!("not for {r}")})))
+                }),
+            );
+        // The server requires a client certificate of the trust domain.
+        let base = https_with(&f.ca, "spiffe://example.org/ferrid/server", app, Some(&f.feed)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let leaf = f.ca.leaf(
+            "spiffe://example.org/rp",
+            LeafOpts { window: Some((NOW - 60, NOW + 3600)), ..Default::default() },
+        );
+        let (cert, key) = write_svid(dir.path(), &leaf);
+        let auth = FeedAuth::x509_files(&cert, &key).unwrap();
+        let client = PollClient::new(f.feed.clone(), &base, auth.clone()).unwrap();
+        let out = client.poll_once(&PollOutcome::default(), true).await.unwrap();
+        assert_eq!(out.applied, ["s1"]);
+
+        let e = PollClient::new(f.feed.clone(), &base, auth.clone())
+            .unwrap()
+            .receiver("stale")
+            .poll_once(&PollOutcome::default(), true)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, FeedError::Unauthenticated(m) if m == "authentication_failed: not for stale"),
+            "{e}"
+        );
+        let e = PollClient::new(f.feed.clone(), &base, auth)
+            .unwrap()
+            .receiver("payments")
+            .poll_once(&PollOutcome::default(), true)
+            .await
+            .unwrap_err();
+        assert!(matches!(&e, FeedError::Forbidden(m) if m == "access_denied: not for payments"), "{e}");
+
+        // Without a certificate the handshake is refused.
+        let client =
+            PollClient::new(f.feed.clone(), &base, FeedAuth::jwt_file(dir.path().join("none"))).unwrap();
+        std::fs::write(dir.path().join("none"), "t").unwrap();
+        assert!(matches!(
+            client.poll_once(&PollOutcome::default(), true).await,
+            Err(FeedError::Transport(_))
+        ));
+    }
+
+    #[test]
+    fn x509_files_follow_rotation_and_refuse_bad_files() {
+        use rustls::client::ResolvesClientCert;
+        let f = fixture();
+        let dir = tempfile::tempdir().unwrap();
+        let opts = || LeafOpts { window: Some((NOW - 60, NOW + 3600)), ..Default::default() };
+        let first = f.ca.leaf("spiffe://example.org/rp", opts());
+        let (cert, key) = write_svid(dir.path(), &first);
+        let auth = FeedAuth::x509_files(&cert, &key).unwrap();
+        let resolver = auth.client_cert().unwrap();
+        let presented = |r: &Arc<dyn ResolvesClientCert>| r.resolve(&[], &[]).unwrap().cert[0].to_vec();
+        assert_eq!(presented(&resolver), first.chain[0]);
+        let second = f.ca.leaf("spiffe://example.org/rp", opts());
+        write_svid(dir.path(), &second);
+        // Make the change visible even on filesystems with coarse timestamps.
+        let later = std::time::SystemTime::now() + Duration::from_secs(5);
+        std::fs::File::options().write(true).open(&cert).unwrap().set_modified(later).unwrap();
+        assert_eq!(presented(&resolver), second.chain[0], "the rotated SVID is presented");
+        // A broken rewrite keeps the last good SVID (the server judges its validity).
+        std::fs::write(&cert, "garbage").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&cert)
+            .unwrap()
+            .set_modified(later + Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(presented(&resolver), second.chain[0]);
+
+        let e = FeedAuth::x509_files(&cert, &key).unwrap_err();
+        assert!(matches!(&e, FeedError::Credential(m) if m.contains("holds no CERTIFICATE")), "{e}");
+        write_svid(dir.path(), &first);
+        std::fs::write(&key, pem("EC PRIVATE KEY", &first.key_der)).unwrap();
+        let e = FeedAuth::x509_files(&cert, &key).unwrap_err();
+        assert!(matches!(&e, FeedError::Credential(m) if m.contains("PKCS#8")), "{e}");
+        let e = FeedAuth::x509_files(dir.path().join("nope.pem"), &key).unwrap_err();
+        assert!(matches!(&e, FeedError::Credential(m) if m.contains("nope.pem")), "{e}");
+        // A key that does not match the certificate.
+        std::fs::write(&key, pem("PRIVATE KEY", &second.key_der)).unwrap();
+        assert!(FeedAuth::x509_files(&cert, &key).is_err());
     }
 
     #[tokio::test]

@@ -44,6 +44,8 @@
 pub mod authorize;
 pub mod bundle;
 #[cfg(feature = "feeds")]
+mod feed_auth;
+#[cfg(feature = "feeds")]
 pub mod feeds;
 pub mod jwt;
 pub mod keys;

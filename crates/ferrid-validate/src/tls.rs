@@ -276,7 +276,8 @@ impl SvidResolver {
     }
 }
 
-fn certified(chain: Vec<Vec<u8>>, key: Vec<u8>) -> Result<CertifiedKey, rustls::Error> {
+/// A rustls certified key for `chain` (leaf first, DER) and its PKCS#8 `key`.
+pub(crate) fn certified(chain: Vec<Vec<u8>>, key: Vec<u8>) -> Result<CertifiedKey, rustls::Error> {
     if chain.is_empty() {
         return Err(rustls::Error::General("empty SVID chain".into()));
     }
