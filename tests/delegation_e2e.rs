@@ -518,7 +518,10 @@ impl RelyingParty {
             revocations: revocations.clone(),
             clock: Arc::new(ferrid_types::SystemClock),
         };
-        let task = tokio::spawn(ferrid_validate::feeds::watch::run(feed, format!("https://{}", server.node)));
+        let auth =
+            server.feed_auth(&format!("spiffe://{TD}/relying-party"), &server.dir.join("relying-party"));
+        let task =
+            tokio::spawn(ferrid_validate::feeds::watch::run(feed, format!("https://{}", server.node), auth));
         Self { bundle, revocations, task }
     }
 }

@@ -51,30 +51,10 @@ async fn push_receiver() -> (String, Arc<Mutex<Vec<String>>>) {
     (url, got)
 }
 
-/// One RFC 8936 poll over HTTPS, the server authenticated as spiffe://<td>/ferrid/server.
-async fn poll(addr: &str, bundle_pem: &str, receiver: &str, body: &Value) -> Value {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let roots: Vec<Vec<u8>> =
-        pem::parse_many(bundle_pem).unwrap().into_iter().map(pem::Pem::into_contents).collect();
-    let server_id = spiffe::SpiffeId::new(format!("spiffe://{TD}/ferrid/server")).unwrap();
-    let mut cfg = ferrid_server::tls::client_config(&roots, server_id, None).unwrap();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("ferrid-server").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await.unwrap();
-    let body = body.to_string();
-    let req = format!(
-        "POST /ssf/poll/{receiver} HTTP/1.1\r\nHost: ferrid\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    tls.write_all(req.as_bytes()).await.unwrap();
-    let mut resp = Vec::new();
-    tls.read_to_end(&mut resp).await.unwrap();
-    let text = String::from_utf8(resp).unwrap();
-    assert!(text.starts_with("HTTP/1.1 200"), "poll answer: {text}");
-    let json_start = text.find("\r\n\r\n").unwrap() + 4;
-    serde_json::from_str(&text[json_start..]).unwrap()
+/// One RFC 8936 poll over HTTPS, the server authenticated as spiffe://<td>/ferrid/server,
+/// the poller by its X.509-SVID; `receiver` is a configured named receiver.
+async fn poll(addr: &str, bundle_pem: &str, who: &ssf::Creds, receiver: &str, body: &Value) -> Value {
+    ssf::poll_ok(addr, bundle_pem, who, &format!("/ssf/poll/{receiver}"), body).await
 }
 
 fn keys(server: &Server) -> JwtKeySet {
@@ -91,9 +71,14 @@ async fn revocations_reach_agents_pollers_and_push_receivers() {
         format!("127.0.0.1:{}", free_port()),
         &format!(
             "[revocation]\naddress = \"{ssf}\"\nheartbeat_interval = \"1s\"\npoll_wait = \"2s\"\n\
-             [[revocation.push]]\nurl = \"{push_url}\"\n"
+             [[revocation.push]]\nurl = \"{push_url}\"\n\
+             [[revocation.poll]]\nname = \"rp-1\"\nspiffe_id = \"spiffe://{TD}/rp-1\"\n\
+             [[revocation.poll]]\nname = \"rp-2\"\nspiffe_id = \"spiffe://{TD}/rp-2\"\n"
         ),
     );
+    // Every poller authenticates with an X.509-SVID of the trust domain.
+    let rp1 = ssf::Creds::x509(&server, &format!("spiffe://{TD}/rp-1"), &tmp.path().join("rp-1"));
+    let rp2 = ssf::Creds::x509(&server, &format!("spiffe://{TD}/rp-2"), &tmp.path().join("rp-2"));
     let (agent, agent_id) = enrol(&server, tmp.path(), &[("web", &[])]);
     let (serial, _) = eventually(30, "first SVID", || async { current_svid(&agent, tmp.path()) }).await;
     let iss = format!("spiffe://{TD}/ferrid/server");
@@ -101,7 +86,7 @@ async fn revocations_reach_agents_pollers_and_push_receivers() {
     let bundle_pem = server.ok(&["bundle", "show", "--format", "pem"]);
 
     // Nothing is revoked yet: a poll returns at once with nothing.
-    let first = poll(&ssf, &bundle_pem, "rp-1", &json!({"returnImmediately": true})).await;
+    let first = poll(&ssf, &bundle_pem, &rp1, "rp-1", &json!({"returnImmediately": true})).await;
     assert_eq!(first["sets"], json!({}));
 
     // Revoke the workload's X.509-SVID by serial.
@@ -123,7 +108,7 @@ async fn revocations_reach_agents_pollers_and_push_receivers() {
     assert_ne!(new_serial, serial);
 
     // A poller receives the SET, verifiable with the trust domain's JWT bundle.
-    let got = poll(&ssf, &bundle_pem, "rp-1", &json!({"returnImmediately": true})).await;
+    let got = poll(&ssf, &bundle_pem, &rp1, "rp-1", &json!({"returnImmediately": true})).await;
     let token = got["sets"][&set_id].as_str().unwrap_or_else(|| panic!("no SET {set_id} in {got}"));
     let v = verify_set(token, &keys(&server), &iss, &aud, now()).unwrap();
     assert_eq!(v.jti, set_id);
@@ -136,12 +121,13 @@ async fn revocations_reach_agents_pollers_and_push_receivers() {
     }
     assert_eq!(v.event.reason.as_deref(), Some("key leaked"));
     // Unacknowledged SETs come again; acknowledged ones do not.
-    let again = poll(&ssf, &bundle_pem, "rp-1", &json!({"returnImmediately": true})).await;
+    let again = poll(&ssf, &bundle_pem, &rp1, "rp-1", &json!({"returnImmediately": true})).await;
     assert!(again["sets"].get(&set_id).is_some(), "redelivered until acknowledged");
-    let acked = poll(&ssf, &bundle_pem, "rp-1", &json!({"returnImmediately": true, "ack": [set_id]})).await;
+    let acked =
+        poll(&ssf, &bundle_pem, &rp1, "rp-1", &json!({"returnImmediately": true, "ack": [set_id]})).await;
     assert_eq!(acked["sets"], json!({}));
     // Another receiver has its own queue and starts with everything in force.
-    let other = poll(&ssf, &bundle_pem, "rp-2", &json!({"returnImmediately": true})).await;
+    let other = poll(&ssf, &bundle_pem, &rp2, "rp-2", &json!({"returnImmediately": true})).await;
     assert!(other["sets"].get(&set_id).is_some());
 
     // ferrid-validate's RFC 8936 poll client (HTTPS, the server authenticated by its
@@ -161,8 +147,9 @@ async fn revocations_reach_agents_pollers_and_push_receivers() {
     };
     let stale = rp_revocations.check_serial(&new_serial, &format!("spiffe://{TD}/web"), now(), now());
     assert!(stale.unwrap_err().to_string().contains("stale"), "a feed never heard from fails closed");
-    let poller =
-        ferrid_validate::feeds::PollClient::new(rp_feed, &format!("https://{ssf}"), "validator").unwrap();
+    // It polls its own queue (`/ssf/poll`), as the identity its SVID files prove.
+    let auth = server.feed_auth(&format!("spiffe://{TD}/validator"), &tmp.path().join("validator"));
+    let poller = ferrid_validate::feeds::PollClient::new(rp_feed, &format!("https://{ssf}"), auth).unwrap();
     let out = poller.poll_once(&Default::default(), true).await.unwrap();
     assert_eq!(out.applied, std::slice::from_ref(&set_id), "{out:?}");
     let refused = rp_revocations.check_serial(&serial, "", 0, now()).unwrap_err();
@@ -174,7 +161,7 @@ async fn revocations_reach_agents_pollers_and_push_receivers() {
     // A long poll is woken by a new revocation: revoke the whole SPIFFE ID meanwhile.
     let long = {
         let (ssf, bundle_pem) = (ssf.clone(), bundle_pem.clone());
-        tokio::spawn(async move { poll(&ssf, &bundle_pem, "rp-1", &json!({"maxEvents": 10})).await })
+        tokio::spawn(async move { poll(&ssf, &bundle_pem, &rp1, "rp-1", &json!({"maxEvents": 10})).await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let r2 = server.json(&["revoke", "--spiffe-id", &format!("spiffe://{TD}/web")]);

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod ssf;
+
 pub const TD: &str = "e2e.example.org";
 
 pub fn bin() -> &'static str {
@@ -92,6 +94,23 @@ impl Server {
         let mut a = args.to_vec();
         a.extend(["--output", "json"]);
         serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+
+    /// A revocation-feed credential for `spiffe_id` (the server serves its feed to SVID
+    /// holders only): an X.509-SVID minted with `ferrid x509 mint` into `dir`,
+    /// presented in the TLS handshake.
+    pub fn feed_auth(&self, spiffe_id: &str, dir: &Path) -> ferrid_validate::feeds::FeedAuth {
+        self.ok(&[
+            "x509",
+            "mint",
+            "--spiffe-id",
+            spiffe_id,
+            "--ttl",
+            "1h",
+            "--out-dir",
+            dir.to_str().unwrap(),
+        ]);
+        ferrid_validate::feeds::FeedAuth::x509_files(dir.join("svid.pem"), dir.join("key.pem")).unwrap()
     }
 
     pub fn stop(mut self) {

@@ -134,7 +134,11 @@ pub(crate) fn valid_receiver(name: &str) -> bool {
 /// The poll queue `caller` uses: its own (`name` `None`, keyed by its SPIFFE ID), or
 /// the named receiver configured for exactly that SPIFFE ID. The two key spaces never
 /// meet.
-pub(crate) fn queue_for(receivers: &[PollReceiver], name: Option<&str>, caller: &SpiffeId) -> Result<String, Refusal> {
+pub(crate) fn queue_for(
+    receivers: &[PollReceiver],
+    name: Option<&str>,
+    caller: &SpiffeId,
+) -> Result<String, Refusal> {
     let Some(name) = name else {
         return Ok(format!("id:{caller}"));
     };

@@ -73,7 +73,10 @@ impl RevocationSection {
                 ));
             }
             if !names.insert(r.name.as_str()) {
-                return Err(invalid("revocation.poll.name", format!("receiver {:?} is configured twice", r.name)));
+                return Err(invalid(
+                    "revocation.poll.name",
+                    format!("receiver {:?} is configured twice", r.name),
+                ));
             }
             if !r.spiffe_id.is_member_of(td) {
                 return Err(invalid(

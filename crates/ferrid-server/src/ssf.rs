@@ -79,10 +79,7 @@ fn refusal(r: Refusal) -> Response {
     match r {
         Refusal::Unauthenticated(why) => {
             let mut resp = error(StatusCode::UNAUTHORIZED, "authentication_failed", why);
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static(CHALLENGE),
-            );
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static(CHALLENGE));
             resp
         }
         Refusal::Forbidden(why) => error(StatusCode::FORBIDDEN, "access_denied", why),
@@ -90,7 +87,12 @@ fn refusal(r: Refusal) -> Response {
 }
 
 /// Authenticates the poll and picks its queue (`name` `None`: the caller's own).
-fn poll_queue(shared: &Shared, peer: &PollPeer, headers: &HeaderMap, name: Option<&str>) -> Result<String, Refusal> {
+fn poll_queue(
+    shared: &Shared,
+    peer: &PollPeer,
+    headers: &HeaderMap,
+    name: Option<&str>,
+) -> Result<String, Refusal> {
     let auth = headers.get(header::AUTHORIZATION).map(header::HeaderValue::as_bytes);
     let caller = follower::authenticate(shared, peer.0.as_deref(), auth)?;
     follower::queue_for(&shared.cfg.raw.revocation.poll, name, &caller)

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use ferrid_types::{Clock, SpiffeId, SystemClock, TrustDomain};
-use ferrid_validate::feeds::{Feed, watch};
+use ferrid_validate::feeds::{Feed, FeedAuth, watch};
 use ferrid_validate::tls::{
     PeerError, SpiffeClientVerifier, SpiffeServerVerifier, SvidResolver, VerifierConfig, client_config,
     server_config,
@@ -224,7 +224,10 @@ impl Identity {
             revocations: revocations.clone(),
             clock: clock.clone(),
         };
-        tasks.push(tokio::spawn(watch::run(feed, opts.feed.clone())));
+        // Followed with the Workload API's current SVID (not a pinned one): the server
+        // serves the feed only to holders of a valid SVID.
+        let feed_auth = FeedAuth::x509_source(x509.clone());
+        tasks.push(tokio::spawn(watch::run(feed, opts.feed.clone(), feed_auth)));
 
         let me = Identity {
             id,
