@@ -108,7 +108,14 @@ fn credential_err(what: &str, e: impl fmt::Display) -> FeedError {
 struct X509Files {
     cert: PathBuf,
     key: PathBuf,
-    loaded: Mutex<Option<(Option<SystemTime>, Option<SystemTime>, Arc<CertifiedKey>)>>,
+    loaded: Mutex<Option<Loaded>>,
+}
+
+/// The files' modification times when last read, and what they held.
+#[derive(Debug)]
+struct Loaded {
+    stamps: (Option<SystemTime>, Option<SystemTime>),
+    key: Arc<CertifiedKey>,
 }
 
 fn modified(p: &Path) -> Option<SystemTime> {
@@ -154,17 +161,17 @@ impl X509Files {
     fn current(&self) -> Result<Arc<CertifiedKey>, FeedError> {
         let stamps = (modified(&self.cert), modified(&self.key));
         let mut loaded = self.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((c, k, key)) = loaded.as_ref()
-            && (*c, *k) == stamps
+        if let Some(l) = loaded.as_ref()
+            && l.stamps == stamps
         {
-            return Ok(key.clone());
+            return Ok(l.key.clone());
         }
         let chain = pem_chain(&self.cert)?;
         let key = pem_key(&self.key)?;
         let ck = Arc::new(crate::tls::certified(chain, key).map_err(|e| {
             credential_err(&format!("{} with {}", self.cert.display(), self.key.display()), e)
         })?);
-        *loaded = Some((stamps.0, stamps.1, ck.clone()));
+        *loaded = Some(Loaded { stamps, key: ck.clone() });
         Ok(ck)
     }
 }
@@ -176,7 +183,7 @@ impl ResolvesClientCert for X509Files {
             Err(e) => {
                 tracing::warn!(error = %e, "cannot load the feed client's X.509-SVID");
                 // The last good one, if any: the server refuses it if it has expired.
-                self.loaded.lock().ok().and_then(|l| l.as_ref().map(|(_, _, k)| k.clone()))
+                self.loaded.lock().ok().and_then(|l| l.as_ref().map(|l| l.key.clone()))
             }
         }
     }

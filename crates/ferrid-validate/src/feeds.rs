@@ -679,7 +679,9 @@ mod tests {
         let f = fixture();
         let good = set_token(&f.key, &jwt_revocation("j1"), "s1");
         let forged = set_token(&TestKey::es256("k1"), &jwt_revocation("j2"), "s2");
-        let seen: Arc<Mutex<Vec<(Option<String>, Value)>>> = Arc::default();
+        // Each poll's Authorization header and body.
+        type Seen = Vec<(Option<String>, Value)>;
+        let seen: Arc<Mutex<Seen>> = Arc::default();
         let seen2 = seen.clone();
         let app = Router::new().route(
             "/ssf/poll/{receiver}",
