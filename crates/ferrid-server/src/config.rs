@@ -418,4 +418,40 @@ mod tests {
             assert!(e.contains(key), "{text:?} → {e}");
         }
     }
+
+    #[test]
+    fn poll_receivers_are_checked() {
+        let cfg = |receivers: &str| format!("trust_domain = \"example.org\"\n{receivers}");
+        let one =
+            |name: &str, id: &str| format!("[[revocation.poll]]\nname = \"{name}\"\nspiffe_id = \"{id}\"\n");
+        let ok = ServerConfig::parse(&cfg(&format!(
+            "{}{}",
+            one("payments", "spiffe://example.org/payments"),
+            one("audit.rp", "spiffe://example.org/audit")
+        )))
+        .unwrap();
+        assert_eq!(ok.raw.revocation.poll.len(), 2);
+        assert_eq!(ok.raw.revocation.poll[0].spiffe_id.to_string(), "spiffe://example.org/payments");
+        let cases = [
+            (one("Payments", "spiffe://example.org/p"), "revocation.poll.name", "is not 1 to 64"),
+            (one("", "spiffe://example.org/p"), "revocation.poll.name", "is not 1 to 64"),
+            (
+                format!("{}{}", one("p", "spiffe://example.org/a"), one("p", "spiffe://example.org/b")),
+                "revocation.poll.name",
+                "configured twice",
+            ),
+            (
+                one("p", "spiffe://other.org/p"),
+                "revocation.poll.spiffe_id",
+                "not in the trust domain example.org",
+            ),
+            (one("p", "https://example.org/p"), "spiffe_id", "spiffe"),
+        ];
+        for (text, key, why) in cases {
+            let e = ServerConfig::parse(&cfg(&text)).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(why), "{text:?} → {e}");
+        }
+        let e = ServerConfig::parse(&cfg("[[revocation.poll]]\nname = \"p\"\n")).unwrap_err().to_string();
+        assert!(e.contains("spiffe_id"), "{e}");
+    }
 }
