@@ -52,7 +52,7 @@ impl FeedAuth {
 
     /// Mutual TLS presenting the X.509-SVID in `cert_pem` (the chain, leaf first) with
     /// the PKCS#8 key in `key_pem`, re-read whenever either file changes (the files
-    /// `ferrid agent fetch x509 --write` or spiffe-helper keep current). Fails now if
+    /// spiffe-helper or a scheduled `ferrid agent fetch x509 --write` keeps current). Fails now if
     /// they cannot be read.
     pub fn x509_files(cert_pem: impl Into<PathBuf>, key_pem: impl Into<PathBuf>) -> Result<Self, FeedError> {
         let files = X509Files { cert: cert_pem.into(), key: key_pem.into(), loaded: Mutex::new(None) };
@@ -61,7 +61,7 @@ impl FeedAuth {
     }
 
     /// A bearer JWT-SVID read from `path` before every request (a file something else
-    /// keeps fresh, e.g. `ferrid agent fetch jwt`).
+    /// keeps fresh, e.g. a scheduled `ferrid agent fetch jwt`).
     pub fn jwt_file(path: impl Into<PathBuf>) -> Self {
         Self(Credential::Bearer(Arc::new(JwtFile(path.into()))))
     }

@@ -137,7 +137,10 @@ pub(crate) async fn run(args: DevArgs) -> Result<()> {
     println!("    {exe} revoke --spiffe-id {workload_id}   # the agent mints a replacement at once");
     if let Some(a) = server.revocation_addr {
         println!();
-        println!("Relying parties follow revocations at https://{a}/ssf/poll/<name> (RFC 8936),");
+        println!(
+            "Relying parties follow revocations at https://{a}/ssf/poll (RFC 8936; they present an SVID:"
+        );
+        println!("mutual TLS, or a bearer JWT-SVID with the server's SPIFFE ID as audience),");
         println!(
             "or on the node API's ferrid.revocation.v1.Revocations/Watch; the bundle is at https://{a}/bundle."
         );
