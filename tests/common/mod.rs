@@ -100,16 +100,7 @@ impl Server {
     /// holders only): an X.509-SVID minted with `ferrid x509 mint` into `dir`,
     /// presented in the TLS handshake.
     pub fn feed_auth(&self, spiffe_id: &str, dir: &Path) -> ferrid_validate::feeds::FeedAuth {
-        self.ok(&[
-            "x509",
-            "mint",
-            "--spiffe-id",
-            spiffe_id,
-            "--ttl",
-            "1h",
-            "--out-dir",
-            dir.to_str().unwrap(),
-        ]);
+        ssf::Creds::x509(self, spiffe_id, dir);
         ferrid_validate::feeds::FeedAuth::x509_files(dir.join("svid.pem"), dir.join("key.pem")).unwrap()
     }
 
