@@ -1,5 +1,6 @@
-//! JWT verification for Ferrid's JWT-based attestors (Kubernetes service-account tokens
-//! now; GCP, Azure and CI OIDC tokens later).
+//! JWT verification for Ferrid's JWT-based attestors (Kubernetes service-account
+//! tokens, GCP instance identity tokens, Azure managed-identity tokens, CI and OIDC
+//! tokens) and for delegation's identity providers.
 //!
 //! - Keys come from a JWKS document or from PEM public keys and certificates
 //!   ([`KeySet`]). A token's `kid` selects its key; a token without `kid` is tried
@@ -14,6 +15,9 @@
 //!
 //! - Keys can also be fetched from the issuer by OIDC discovery or a JWKS URL, cached
 //!   and refreshed on an unknown `kid` ([`remote::RemoteKeys`]).
+//! - [`Verifier`] puts one issuer's keys together (key files, then fetched keys) with
+//!   the checks its tokens must pass, from the key settings the attestors' configurations
+//!   share ([`IssuerKeys`]).
 //!
 //! Signatures are verified by `jsonwebtoken` on its aws-lc-rs backend.
 #![forbid(unsafe_code)]
@@ -21,7 +25,7 @@
 pub mod remote;
 mod verifier;
 
-pub use verifier::{IssuerKeys, Verifier};
+pub use verifier::{IssuerKeys, KeySetting, KeySettingError, Verifier};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
