@@ -2,10 +2,13 @@
 //!
 //! There is no Kubernetes API server, kubelet or public OIDC issuer on a test machine;
 //! tests serve the documented API shapes from an [`axum::Router`] on loopback instead,
-//! over plain HTTP or over TLS with a throwaway CA ([`TestTls`]).
+//! over plain HTTP or over TLS with a throwaway CA ([`TestTls`]). [`oidc::Issuer`] is
+//! such a server for an OIDC issuer (discovery and JWKS), signing tokens with a
+//! [`jwt::Signer`].
 #![forbid(unsafe_code)]
 
 pub mod jwt;
+pub mod oidc;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,6 +57,16 @@ impl TestTls {
 pub async fn serve(router: axum::Router, tls: Option<Arc<rustls::ServerConfig>>) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
     let addr = listener.local_addr().expect("local address");
+    serve_on(listener, router, tls);
+    addr
+}
+
+/// Serves `router` on `listener` (see [`serve`]), from a spawned task.
+pub(crate) fn serve_on(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::spawn(async move {
         loop {
@@ -75,5 +88,4 @@ pub async fn serve(router: axum::Router, tls: Option<Arc<rustls::ServerConfig>>)
             });
         }
     });
-    addr
 }
