@@ -36,8 +36,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ferrid_attest::{AttestError, Attested, Challenger, NodeAttestor};
-use ferrid_jwt::remote::{KeySource, RemoteKeys, RemoteKeysConfig};
-use ferrid_jwt::{Expectations, JwtError, KeySet};
+use ferrid_jwt::remote::KeySource;
+use ferrid_jwt::{Expectations, IssuerKeys, JwtError, KeySet, Verifier};
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 use serde_json::Value;
@@ -111,9 +111,7 @@ fn default_jwks_url() -> String {
 /// The `gcp_iit` attestor.
 #[derive(Debug)]
 pub struct GcpIitAttestor {
-    keys: KeySet,
-    remote: Option<RemoteKeys>,
-    want: Expectations,
+    verifier: Verifier,
     allowed_projects: Vec<String>,
     max_instance_age: Option<Duration>,
     allow_reattestation: bool,
@@ -130,48 +128,30 @@ impl GcpIitAttestor {
     /// Reads `jwks_file` and prepares fetching from `jwks_url` (nothing is fetched until
     /// the first attestation). Errors name the configuration key at fault.
     pub fn from_config(cfg: &GcpIitConfig) -> Result<Self, String> {
-        let mut keys = KeySet::default();
-        if let Some(f) = &cfg.jwks_file {
-            let text = std::fs::read(f).map_err(|e| format!("jwks_file: reading {}: {e}", f.display()))?;
-            keys =
-                KeySet::from_jwks_lenient(&text).map_err(|e| format!("jwks_file: {}: {e}", f.display()))?.0;
-            if keys.is_empty() {
-                return Err(format!("jwks_file: {}: no usable signing keys", f.display()));
-            }
-        }
-        let remote = if cfg.jwks_url.is_empty() {
-            if cfg.ca_file.is_some() {
-                return Err("ca_file: only used to fetch jwks_url, which is off (\"\")".into());
-            }
-            None
-        } else {
-            let mut rc = RemoteKeysConfig::new(KeySource::Jwks { url: cfg.jwks_url.clone() });
-            rc.ca_file = cfg.ca_file.clone();
-            let r = RemoteKeys::new(rc).map_err(|e| match e {
-                JwtError::BadKey(_) => format!("ca_file: {e}"),
-                _ => format!("jwks_url: {e}"),
-            })?;
-            Some(r)
+        // Google's JWKS is fetched from its URL directly, not by discovery.
+        let src = IssuerKeys {
+            jwks_file: cfg.jwks_file.clone(),
+            fetch: (!cfg.jwks_url.is_empty()).then(|| KeySource::Jwks { url: cfg.jwks_url.clone() }),
+            ca_file: cfg.ca_file.clone(),
+            ..IssuerKeys::default()
         };
-        if keys.is_empty() && remote.is_none() {
-            return Err(
-                "jwks_url: no keys to verify tokens with (set jwks_file, or leave jwks_url at its default)"
-                    .into(),
-            );
-        }
-        Self::build(cfg, keys, remote)
+        Self::build(cfg, |want| Verifier::new(&src, want))
     }
 
     /// The attestor with the given keys only: `jwks_file`, `jwks_url` and `ca_file` are
     /// ignored, nothing is ever fetched (tests, air-gapped servers).
     pub fn with_keys(cfg: &GcpIitConfig, keys: KeySet) -> Result<Self, String> {
-        if keys.is_empty() {
-            return Err("no keys to verify tokens with".into());
-        }
-        Self::build(cfg, keys, None)
+        Self::build(cfg, |want| Verifier::with_keys(keys, want))
     }
 
-    fn build(cfg: &GcpIitConfig, keys: KeySet, remote: Option<RemoteKeys>) -> Result<Self, String> {
+    fn build(
+        cfg: &GcpIitConfig,
+        verifier: impl FnOnce(Expectations) -> Result<Verifier, String>,
+    ) -> Result<Self, String> {
+        // Only RS256; the issuer is checked after verification (Google uses two forms).
+        let mut want = Expectations::new(None, Some(cfg.audience.clone()));
+        want.algorithms = vec![Algorithm::RS256];
+        let verifier = verifier(want)?;
         if cfg.allowed_projects.is_empty() {
             return Err("allowed_projects: empty; no instance could attest".into());
         }
@@ -186,12 +166,8 @@ impl GcpIitAttestor {
         if cfg.max_instance_age == Some(Duration::ZERO) {
             return Err("max_instance_age: 0 would refuse every instance; leave it unset for no limit".into());
         }
-        let mut want = Expectations::new(None, Some(cfg.audience.clone()));
-        want.algorithms = vec![Algorithm::RS256];
         Ok(Self {
-            keys,
-            remote,
-            want,
+            verifier,
             allowed_projects: cfg.allowed_projects.clone(),
             max_instance_age: cfg.max_instance_age,
             allow_reattestation: cfg.allow_reattestation,
@@ -199,13 +175,7 @@ impl GcpIitAttestor {
     }
 
     async fn verify(&self, token: &str, now: i64) -> Result<Value, AttestError> {
-        let v = match (ferrid_jwt::verify(token, &self.keys, &self.want, now), &self.remote) {
-            (Err(JwtError::UnknownKey(_) | JwtError::BadSignature), Some(r)) => {
-                r.verify(token, &self.want, now).await
-            }
-            (r, _) => r,
-        }
-        .map_err(jwt_error)?;
+        let v = self.verifier.verify(token, now).await.map_err(jwt_error)?;
         match v.str("iss") {
             Some(GOOGLE_ISSUER | "accounts.google.com") => Ok(v.claims),
             Some(other) => Err(AttestError::Rejected(format!(
