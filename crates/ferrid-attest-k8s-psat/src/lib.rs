@@ -39,8 +39,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use ferrid_attest::{AttestError, Attested, Challenger, NodeAttestor};
-use ferrid_jwt::remote::{KeySource, RemoteKeys, RemoteKeysConfig};
-use ferrid_jwt::{Expectations, JwtError, KeySet};
+use ferrid_jwt::remote::KeySource;
+use ferrid_jwt::{Expectations, IssuerKeys, JwtError, KeySet, Verifier};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -139,15 +139,18 @@ pub struct PsatConfig {
     pub clusters: BTreeMap<String, ClusterConfig>,
 }
 
+/// How a configured cluster's tokens are verified.
 #[derive(Debug)]
-enum Verifier {
-    Offline { keys: KeySet, remote: Option<Box<RemoteKeys>>, want: Expectations },
+enum Verification {
+    /// Here, with the issuer's keys.
+    Offline(Box<Verifier>),
+    /// By the cluster's TokenReview API.
     TokenReview,
 }
 
 #[derive(Debug)]
 struct Cluster {
-    verifier: Verifier,
+    verification: Verification,
     audience: String,
     api: Option<api::Api>,
     allowed: Vec<String>,
@@ -179,36 +182,27 @@ fn valid_segment(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
 }
 
+/// The cluster's key files (`jwks_file`, `public_key_files`), read.
 fn read_keys(name: &str, c: &ClusterConfig) -> Result<KeySet, String> {
-    let mut set = KeySet::default();
-    if let Some(f) = &c.jwks_file {
-        let text = std::fs::read(f).map_err(|e| format!("cluster {name}: reading {}: {e}", f.display()))?;
-        set.extend(KeySet::from_jwks(&text).map_err(|e| format!("cluster {name}: {}: {e}", f.display()))?);
-    }
-    for f in &c.public_key_files {
-        let text = std::fs::read(f).map_err(|e| format!("cluster {name}: reading {}: {e}", f.display()))?;
-        set.extend(KeySet::from_pem(&text).map_err(|e| format!("cluster {name}: {}: {e}", f.display()))?);
-    }
-    Ok(set)
+    let files = IssuerKeys {
+        jwks_file: c.jwks_file.clone(),
+        public_key_files: c.public_key_files.clone(),
+        ..IssuerKeys::default()
+    };
+    files.read_files().map_err(|e| format!("cluster {name}: {e}"))
 }
 
-fn remote_keys(name: &str, c: &ClusterConfig) -> Result<Option<Box<RemoteKeys>>, String> {
-    let source = match (c.oidc_discovery, &c.jwks_url, &c.issuer) {
-        (false, None, _) => return Ok(None),
-        (true, Some(_), _) => {
-            return Err(format!("cluster {name}: set oidc_discovery or jwks_url, not both"));
-        }
+/// Where the cluster's issuer keys are fetched from (offline mode), if anywhere.
+fn fetch_source(name: &str, c: &ClusterConfig) -> Result<Option<KeySource>, String> {
+    match (c.oidc_discovery, &c.jwks_url, &c.issuer) {
+        (false, None, _) => Ok(None),
+        (true, Some(_), _) => Err(format!("cluster {name}: set oidc_discovery or jwks_url, not both")),
         (true, None, None) => {
-            return Err(format!(
-                "cluster {name}: oidc_discovery needs issuer (the --service-account-issuer URL)"
-            ));
+            Err(format!("cluster {name}: oidc_discovery needs issuer (the --service-account-issuer URL)"))
         }
-        (true, None, Some(issuer)) => KeySource::Discovery { issuer: issuer.clone() },
-        (false, Some(url), _) => KeySource::Jwks { url: url.clone() },
-    };
-    let mut rc = RemoteKeysConfig::new(source);
-    rc.ca_file = c.ca_file.clone();
-    RemoteKeys::new(rc).map(|r| Some(Box::new(r))).map_err(|e| format!("cluster {name}: {e}"))
+        (true, None, Some(issuer)) => Ok(Some(KeySource::Discovery { issuer: issuer.clone() })),
+        (false, Some(url), _) => Ok(Some(KeySource::Jwks { url: url.clone() })),
+    }
 }
 
 impl K8sPsatAttestor {
@@ -259,19 +253,18 @@ impl K8sPsatAttestor {
                 return Err(format!("cluster {name}: audience must not be empty"));
             }
             let keys = keys.remove(name).unwrap_or_default();
-            let verifier = match c.verify {
+            let verification = match c.verify {
                 VerifyMode::Offline => {
-                    let remote = remote_keys(name, c)?;
-                    if keys.is_empty() && remote.is_none() {
+                    let fetch = fetch_source(name, c)?;
+                    if keys.is_empty() && fetch.is_none() {
                         return Err(format!(
                             "cluster {name}: no issuer keys (set jwks_file, public_key_files, oidc_discovery or jwks_url, or verify = \"token_review\")"
                         ));
                     }
-                    Verifier::Offline {
-                        keys,
-                        remote,
-                        want: Expectations::new(c.issuer.clone(), Some(c.audience.clone())),
-                    }
+                    let want = Expectations::new(c.issuer.clone(), Some(c.audience.clone()));
+                    let verifier = Verifier::from_parts(keys, fetch, c.ca_file.clone(), want)
+                        .map_err(|e| format!("cluster {name}: {e}"))?;
+                    Verification::Offline(Box::new(verifier))
                 }
                 VerifyMode::TokenReview => {
                     if !keys.is_empty() || c.oidc_discovery || c.jwks_url.is_some() || c.issuer.is_some() {
@@ -279,7 +272,7 @@ impl K8sPsatAttestor {
                             "cluster {name}: issuer keys and issuer are for verify = \"offline\"; with token_review the API server checks the token"
                         ));
                     }
-                    Verifier::TokenReview
+                    Verification::TokenReview
                 }
             };
             let api = apis.remove(name);
@@ -291,7 +284,7 @@ impl K8sPsatAttestor {
             clusters.insert(
                 name.clone(),
                 Cluster {
-                    verifier,
+                    verification,
                     audience: c.audience.clone(),
                     api,
                     allowed: c.allowed_service_accounts.clone(),
@@ -348,17 +341,12 @@ fn identity_from_claims(c: &Value) -> Result<Identity, AttestError> {
 
 impl Cluster {
     async fn verify(&self, token: &str, now: i64) -> Result<Identity, AttestError> {
-        match &self.verifier {
-            Verifier::Offline { keys, remote, want } => {
-                let v = match (ferrid_jwt::verify(token, keys, want, now), remote) {
-                    (Err(JwtError::UnknownKey(_) | JwtError::BadSignature), Some(r)) => {
-                        r.verify(token, want, now).await
-                    }
-                    (r, _) => r,
-                };
-                identity_from_claims(&v.map_err(jwt_error)?.claims)
+        match &self.verification {
+            Verification::Offline(verifier) => {
+                let v = verifier.verify(token, now).await.map_err(jwt_error)?;
+                identity_from_claims(&v.claims)
             }
-            Verifier::TokenReview => {
+            Verification::TokenReview => {
                 let api = self.api.as_ref().ok_or(AttestError::Internal("no API client".into()))?;
                 api.token_review(token, &self.audience).await
             }
