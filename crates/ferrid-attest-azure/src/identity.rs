@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use ferrid_attest::AttestError;
-use ferrid_jwt::remote::{KeySource, RemoteKeys, RemoteKeysConfig};
-use ferrid_jwt::{Expectations, JwtError, KeySet};
+use ferrid_jwt::remote::KeySource;
+use ferrid_jwt::{Expectations, IssuerKeys, JwtError, KeySet, KeySetting, KeySettingError};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -80,16 +80,29 @@ pub(crate) struct Identity {
     pub(crate) vm_subscription: Option<String>,
 }
 
+/// The verifiers of the allowed tenants' tokens.
+#[derive(Debug)]
+enum Keys {
+    /// One for every tenant: keys given, a JWKS file and/or one JWKS URL.
+    Shared(Box<ferrid_jwt::Verifier>),
+    /// By OIDC discovery: one per tenant (lowercase), each with the JWKS file's keys too.
+    PerTenant(BTreeMap<String, ferrid_jwt::Verifier>),
+}
+
 #[derive(Debug)]
 pub(crate) struct Verifier {
-    keys: KeySet,
-    /// By JWKS URL (one for every tenant) or by discovery (one per tenant).
-    shared_remote: Option<RemoteKeys>,
-    per_tenant: BTreeMap<String, RemoteKeys>,
-    want: Expectations,
+    keys: Keys,
     tenants: Vec<String>,
     authority: String,
     v1_issuer_base: String,
+}
+
+/// `e` under the `identity.` key at fault: discovery URLs are built from `authority`.
+fn setting_error(e: KeySettingError) -> String {
+    match e.setting {
+        KeySetting::Discovery => format!("identity.authority: {}", e.message),
+        _ => format!("identity.{e}"),
+    }
 }
 
 fn is_guid(s: &str) -> bool {
@@ -111,51 +124,45 @@ impl Verifier {
             return Err(format!("identity.allowed_tenants: {bad:?} is not a tenant ID (a GUID)"));
         }
         let authority = c.authority.trim_end_matches('/').to_owned();
-        let given = keys.is_some();
-        let mut set = keys.unwrap_or_default();
-        let mut shared_remote = None;
-        let mut per_tenant = BTreeMap::new();
-        if !given {
-            if let Some(f) = &c.jwks_file {
-                let text = std::fs::read(f)
-                    .map_err(|e| format!("identity.jwks_file: reading {}: {e}", f.display()))?;
-                set = KeySet::from_jwks_lenient(&text)
-                    .map_err(|e| format!("identity.jwks_file: {}: {e}", f.display()))?
-                    .0;
-            }
-            let remote = |source: KeySource, key: &str| {
-                let mut rc = RemoteKeysConfig::new(source);
-                rc.ca_file = c.ca_file.clone();
-                RemoteKeys::new(rc).map_err(|e| format!("{key}: {e}"))
-            };
-            let discovery = c.oidc_discovery.unwrap_or(c.jwks_file.is_none() && c.jwks_url.is_none());
-            match (&c.jwks_url, discovery) {
-                (Some(_), true) => return Err("identity.oidc_discovery: set it or jwks_url, not both".into()),
-                (Some(url), false) => {
-                    shared_remote = Some(remote(KeySource::Jwks { url: url.clone() }, "identity.jwks_url")?)
-                }
-                (None, true) => {
-                    for t in &c.allowed_tenants {
-                        let issuer = format!("{authority}/{t}/v2.0");
-                        per_tenant.insert(
-                            t.to_ascii_lowercase(),
-                            remote(KeySource::Discovery { issuer }, "identity.authority")?,
-                        );
-                    }
-                }
-                (None, false) => {}
-            }
-            if set.is_empty() && shared_remote.is_none() && per_tenant.is_empty() {
-                return Err("identity: no keys (set jwks_file, jwks_url or oidc_discovery)".into());
-            }
-        }
         let mut want = Expectations::new(None, Some(c.resource.clone()));
         want.algorithms = vec![jsonwebtoken::Algorithm::RS256];
+        let keys = match keys {
+            Some(k) => Keys::Shared(Box::new(
+                ferrid_jwt::Verifier::with_keys(k, want).map_err(|e| format!("identity: {e}"))?,
+            )),
+            None => {
+                let files = IssuerKeys { jwks_file: c.jwks_file.clone(), ..IssuerKeys::default() };
+                let local = files.read_files().map_err(setting_error)?;
+                let verifier = |fetch: Option<KeySource>| {
+                    ferrid_jwt::Verifier::from_parts(local.clone(), fetch, c.ca_file.clone(), want.clone())
+                        .map_err(setting_error)
+                };
+                let discovery = c.oidc_discovery.unwrap_or(c.jwks_file.is_none() && c.jwks_url.is_none());
+                match (&c.jwks_url, discovery) {
+                    (Some(_), true) => {
+                        return Err("identity.oidc_discovery: set it or jwks_url, not both".into());
+                    }
+                    (Some(url), false) => {
+                        Keys::Shared(Box::new(verifier(Some(KeySource::Jwks { url: url.clone() }))?))
+                    }
+                    (None, true) => Keys::PerTenant(
+                        c.allowed_tenants
+                            .iter()
+                            .map(|t| {
+                                let issuer = format!("{authority}/{t}/v2.0");
+                                Ok((t.to_ascii_lowercase(), verifier(Some(KeySource::Discovery { issuer }))?))
+                            })
+                            .collect::<Result<_, String>>()?,
+                    ),
+                    (None, false) if local.is_empty() => {
+                        return Err("identity: no keys (set jwks_file, jwks_url or oidc_discovery)".into());
+                    }
+                    (None, false) => Keys::Shared(Box::new(verifier(None)?)),
+                }
+            }
+        };
         Ok(Self {
-            keys: set,
-            shared_remote,
-            per_tenant,
-            want,
+            keys,
             tenants: c.allowed_tenants.iter().map(|t| t.to_ascii_lowercase()).collect(),
             authority,
             v1_issuer_base: c.v1_issuer_base.trim_end_matches('/').to_owned(),
@@ -174,15 +181,13 @@ impl Verifier {
                 "managed identity token: tenant {tid} is not in allowed_tenants"
             )));
         }
-        let local = ferrid_jwt::verify(token, &self.keys, &self.want, now);
-        let remote = self.shared_remote.as_ref().or_else(|| self.per_tenant.get(&tid));
-        let v = match (local, remote) {
-            (Err(JwtError::UnknownKey(_) | JwtError::BadSignature), Some(r)) => {
-                r.verify(token, &self.want, now).await
-            }
-            (r, _) => r,
-        }
-        .map_err(jwt_error)?;
+        let verifier = match &self.keys {
+            Keys::Shared(v) => v,
+            Keys::PerTenant(by_tenant) => by_tenant
+                .get(&tid)
+                .ok_or_else(|| AttestError::Internal(format!("no verifier for tenant {tid}")))?,
+        };
+        let v = verifier.verify(token, now).await.map_err(jwt_error)?;
         let claim = |n: &str| v.str(n).filter(|s| !s.is_empty()).map(str::to_owned);
         let tenant =
             claim("tid").ok_or(AttestError::Rejected("managed identity token: no tid claim".into()))?;
