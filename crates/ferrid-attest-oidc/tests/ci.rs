@@ -13,6 +13,7 @@ use ferrid_attest::{AttestError, Attested, NoChallenges, NodeAttestor};
 use ferrid_attest_oidc::{CiAttestor, GITHUB_ISSUER, GitHubConfig, GitLabConfig, OidcProviderConfig};
 use ferrid_jwt::KeySet;
 use ferrid_test_util::jwt::{Signer, b64url};
+use ferrid_test_util::oidc::Issuer;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
@@ -487,67 +488,38 @@ fn configuration_errors_name_the_key() {
 
 // --- Keys fetched by OIDC discovery ------------------------------------------------
 
-/// A local issuer: `/.well-known/openid-configuration` and `/jwks`, counting JWKS
-/// fetches, serving whichever keys `keys` holds at the time.
-async fn local_issuer(keys: Arc<std::sync::Mutex<Vec<u8>>>, hits: Arc<AtomicUsize>) -> String {
-    let base = Arc::new(std::sync::OnceLock::<String>::new());
-    let b2 = base.clone();
-    let app = axum::Router::new()
-        .route(
-            "/.well-known/openid-configuration",
-            get(move || {
-                let b = b2.get().cloned().unwrap_or_default();
-                async move { axum::Json(json!({"issuer": b, "jwks_uri": format!("{b}/jwks")})) }
-            }),
-        )
-        .route(
-            "/jwks",
-            get(move || {
-                hits.fetch_add(1, Ordering::SeqCst);
-                let body = keys.lock().unwrap().clone();
-                async move { ([("content-type", "application/json")], body) }
-            }),
-        );
-    let addr = ferrid_test_util::serve(app, None).await;
-    let url = format!("http://{addr}");
-    base.set(url.clone()).unwrap();
-    url
-}
-
 #[tokio::test]
 async fn discovery_fetches_keys_and_refreshes_on_an_unknown_kid_at_most_every_30_s() {
-    let first = Signer::es256("v1");
-    let keys = Arc::new(std::sync::Mutex::new(first.jwks()));
-    let hits = Arc::new(AtomicUsize::new(0));
-    let issuer = local_issuer(keys.clone(), hits.clone()).await;
+    let local = Issuer::start(Signer::es256("v1")).await;
+    let issuer = local.url();
     let cfg: OidcProviderConfig = toml::from_str(&format!(
         "name = \"local\"\nissuer = {issuer:?}\naudience = {AUD:?}\nallow_any_tenant = true"
     ))
     .unwrap();
     let a = CiAttestor::oidc(&cfg, None).unwrap();
     let claims = |jti: &str| json!({"iss": issuer, "aud": AUD, "sub": "job-1", "iat": NOW, "exp": NOW + 300, "jti": jti});
-    attest(&a, &first.sign(&claims("a")), NOW).await.unwrap();
-    assert_eq!(hits.load(Ordering::SeqCst), 1);
-    attest(&a, &first.sign(&claims("b")), NOW).await.unwrap();
-    assert_eq!(hits.load(Ordering::SeqCst), 1, "cached");
+    attest(&a, &local.sign(&claims("a")), NOW).await.unwrap();
+    assert_eq!(local.jwks_fetches(), 1);
+    attest(&a, &local.sign(&claims("b")), NOW).await.unwrap();
+    assert_eq!(local.jwks_fetches(), 1, "cached");
 
     // The issuer rotates: a token under the new kid triggers a refetch (30 s later).
     let second = Signer::es256("v2");
-    *keys.lock().unwrap() = second.jwks();
+    local.publish(&[&second]);
     attest(&a, &second.sign(&claims("c")), NOW + 31).await.unwrap();
-    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    assert_eq!(local.jwks_fetches(), 2);
 
     // Made-up kids: refused after one refresh, and no refetch storm within 30 s.
     let stranger = Signer::es256("zz");
     rejected_with(attest(&a, &stranger.sign(&claims("d")), NOW + 62).await, "no trusted key");
-    assert_eq!(hits.load(Ordering::SeqCst), 3);
+    assert_eq!(local.jwks_fetches(), 3);
     for i in 0..20 {
         rejected_with(
             attest(&a, &stranger.sign(&claims(&format!("e{i}"))), NOW + 63).await,
             "no trusted key",
         );
     }
-    assert_eq!(hits.load(Ordering::SeqCst), 3, "rate limited");
+    assert_eq!(local.jwks_fetches(), 3, "rate limited");
 }
 
 #[tokio::test]
