@@ -9,10 +9,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 
 use common::*;
 use ferrid_test_util::jwt::Signer;
+use ferrid_test_util::oidc::Issuer;
 use serde_json::{Value, json};
 
 fn now() -> i64 {
@@ -125,8 +125,8 @@ fn setup(tmp: &Path, idp: &str, depth: usize) -> World {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_person_a_planner_and_a_researcher() {
     let tmp = tempfile::tempdir().unwrap();
-    let idp_key = Signer::rs256("corp-1");
-    let idp = oidc_issuer(&idp_key, Arc::new(AtomicUsize::new(0))).await;
+    let corp = Issuer::start(Signer::rs256("corp-1")).await;
+    let idp = corp.url().to_owned();
     let w = setup(tmp.path(), &idp, 2);
     let planner = w.workload("planner", "delegated");
     let researcher = w.workload("researcher", "delegated");
@@ -134,7 +134,7 @@ async fn a_person_a_planner_and_a_researcher() {
     let worker = w.workload("worker", "bounded");
 
     let alice = |may_act: &str| {
-        idp_key.sign(&json!({
+        corp.sign(&json!({
             "iss": idp, "aud": "ferrid", "sub": "alice", "iat": now(), "exp": now() + 300,
             "scope": "mail.read mail.send calendar.read", "may_act": {"sub": may_act},
         }))
@@ -226,7 +226,7 @@ async fn a_person_a_planner_and_a_researcher() {
         "signature",
     );
     // An expired one too.
-    let old = idp_key
+    let old = corp
         .sign(&json!({"iss": idp, "aud": "ferrid", "sub": "alice", "iat": now() - 900, "exp": now() - 600}));
     refused(
         w.exchange("planner", &old, &["--subject-token-type", "id_token", "--audience", "x"]),
@@ -282,8 +282,8 @@ async fn a_person_a_planner_and_a_researcher() {
 async fn a_workload_exchanges_through_its_agent() {
     use ferrid_proto::exchange::v1 as xpb;
     let tmp = tempfile::tempdir().unwrap();
-    let idp_key = Signer::rs256("corp-1");
-    let idp = oidc_issuer(&idp_key, Arc::new(AtomicUsize::new(0))).await;
+    let corp = Issuer::start(Signer::rs256("corp-1")).await;
+    let idp = corp.url().to_owned();
     let w = setup(tmp.path(), &idp, 4);
     let node_dir = tmp.path().join("node");
     std::fs::create_dir_all(&node_dir).unwrap();
@@ -298,7 +298,7 @@ async fn a_workload_exchanges_through_its_agent() {
             async move { tokio::net::UnixStream::connect(p).await.map(hyper_util::rt::TokioIo::new) }
         }));
     let mut client = xpb::agent_exchange_client::AgentExchangeClient::new(channel);
-    let subject = idp_key.sign(&json!({
+    let subject = corp.sign(&json!({
         "iss": idp, "aud": "ferrid", "sub": "bob", "iat": now(), "exp": now() + 300, "may_act": {"sub": assistant},
     }));
     let request = |subject: &str| {
@@ -333,7 +333,7 @@ async fn a_workload_exchanges_through_its_agent() {
     let e = client.exchange_token(bare).await.unwrap_err();
     assert!(e.message().contains("security header"), "{e:?}");
     // The server's refusals come back unchanged, with the RFC 8693 code.
-    let other = idp_key.sign(&json!({
+    let other = corp.sign(&json!({
         "iss": idp, "aud": "ferrid", "sub": "bob", "iat": now(), "exp": now() + 300, "may_act": {"sub": "spiffe://e2e.example.org/agents/other"},
     }));
     let e = client.exchange_token(request(&other)).await.unwrap_err();
@@ -358,8 +358,8 @@ async fn a_workload_exchanges_through_its_agent() {
 #[tokio::test(flavor = "multi_thread")]
 async fn policy_decides_at_request_time_and_reloads_atomically() {
     let tmp = tempfile::tempdir().unwrap();
-    let idp_key = Signer::rs256("corp-1");
-    let idp = oidc_issuer(&idp_key, Arc::new(AtomicUsize::new(0))).await;
+    let corp = Issuer::start(Signer::rs256("corp-1")).await;
+    let idp = corp.url().to_owned();
     let policies = tmp.path().join("policies");
     std::fs::create_dir_all(&policies).unwrap();
     let permit = "@id(\"permit-all\")\npermit(principal, action, resource);\n";
@@ -379,7 +379,7 @@ async fn policy_decides_at_request_time_and_reloads_atomically() {
     let w = World { server, dir: tmp.path().to_owned(), bundle };
     let planner = w.workload("planner", "delegated");
     let researcher = w.workload("researcher", "delegated");
-    let alice = idp_key.sign(&json!({
+    let alice = corp.sign(&json!({
         "iss": idp, "aud": "ferrid", "sub": "alice", "iat": now(), "exp": now() + 300, "may_act": {"sub": planner},
     }));
     let t1 = w
@@ -460,7 +460,7 @@ fn policy_cli_validates_and_runs_golden_cases() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_qa_credential_is_never_accepted_by_production() {
     let tmp = tempfile::tempdir().unwrap();
-    let idp = oidc_issuer(&Signer::rs256("corp-1"), Arc::new(AtomicUsize::new(0))).await;
+    let idp = Issuer::start(Signer::rs256("corp-1")).await.url().to_owned();
     let prod = setup(&tmp.path().join("prod"), &idp, 4);
     let qa = Server::start_in(&tmp.path().join("qa"), format!("127.0.0.1:{}", free_port()), "qa.example", "");
     let deployer = prod.workload("deployer", "delegated");
@@ -539,15 +539,14 @@ impl Drop for RelyingParty {
 #[tokio::test(flavor = "multi_thread")]
 async fn revoking_a_delegation_reaches_everything_derived_from_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let idp_key = Signer::rs256("corp-1");
-    let idp = oidc_issuer(&idp_key, Arc::new(AtomicUsize::new(0))).await;
+    let corp = Issuer::start(Signer::rs256("corp-1")).await;
+    let idp = corp.url().to_owned();
     let w = setup(tmp.path(), &idp, 3);
     let planner = w.workload("planner", "delegated");
     let researcher = w.workload("researcher", "delegated");
     let worker = w.workload("worker", "bounded");
-    let alice = || {
-        idp_key.sign(&json!({"iss": idp, "aud": "ferrid", "sub": "alice", "iat": now(), "exp": now() + 300}))
-    };
+    let alice =
+        || corp.sign(&json!({"iss": idp, "aud": "ferrid", "sub": "alice", "iat": now(), "exp": now() + 300}));
     let id_token = ["--subject-token-type", "id_token"];
     let hop = |as_: &str, subject: &str, aud: &str, extra: &[&str]| {
         let mut a = vec!["--audience", aud];
@@ -565,7 +564,7 @@ async fn revoking_a_delegation_reaches_everything_derived_from_it() {
     // An unrelated chain for alice through another ID token, and one for bob.
     let u1 = hop("planner", &alice(), &researcher, &id_token);
     let bob =
-        idp_key.sign(&json!({"iss": idp, "aud": "ferrid", "sub": "bob", "iat": now(), "exp": now() + 300}));
+        corp.sign(&json!({"iss": idp, "aud": "ferrid", "sub": "bob", "iat": now(), "exp": now() + 300}));
     let b1 = hop("planner", &bob, &researcher, &id_token);
 
     // A relying service (the search API) built on ferrid-validate, following the

@@ -12,11 +12,10 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
 use ferrid_test_util::jwt::Signer;
+use ferrid_test_util::oidc::Issuer;
 use serde_json::{Value, json};
 
 const AUD: &str = "ferrid-e2e";
@@ -116,9 +115,8 @@ fn not_after(cert_der: &[u8]) -> i64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_ci_job_exchanges_its_oidc_token_for_svids() {
     let tmp = tempfile::tempdir().unwrap();
-    let github = Signer::rs256("gh-key-1");
-    let hits = Arc::new(AtomicUsize::new(0));
-    let iss = oidc_issuer(&github, hits.clone()).await;
+    let github = Issuer::start(Signer::rs256("gh-key-1")).await;
+    let iss = github.url().to_owned();
     let server = Server::start_with(
         tmp.path(),
         format!("127.0.0.1:{}", free_port()),
@@ -259,10 +257,10 @@ async fn a_ci_job_exchanges_its_oidc_token_for_svids() {
     );
     let none = Signer::forge(&json!({"alg": "none", "kid": "gh-key-1"}), &job(&iss, "jti-x-5", None), "");
     j.refused(&none, "none", "algorithm none is not allowed");
-    let fetched = hits.load(Ordering::SeqCst);
+    let fetched = github.jwks_fetches();
     let rogue = Signer::rs256("gh-key-2");
     j.refused(&rogue.sign(&job(&iss, "jti-x-6", None)), "rogue", "no trusted key");
-    assert!(hits.load(Ordering::SeqCst) <= fetched + 1, "one refresh at most for an unknown kid");
+    assert!(github.jwks_fetches() <= fetched + 1, "one refresh at most for an unknown kid");
     j.refused("not a token", "garbage", "invalid argument");
 
     // The server kept serving through all of it.

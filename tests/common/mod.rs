@@ -290,38 +290,3 @@ pub fn python_with_pyspiffe() -> PathBuf {
     std::fs::write(&stamp, wanted).unwrap();
     python
 }
-
-/// A loopback OIDC issuer serving discovery and `signer`'s JWKS; counts JWKS fetches.
-pub async fn oidc_issuer(
-    signer: &ferrid_test_util::jwt::Signer,
-    jwks_hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) -> String {
-    let base = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
-    let b = base.clone();
-    let jwks = signer.jwks();
-    let app = axum::Router::new()
-        .route(
-            "/.well-known/openid-configuration",
-            axum::routing::get(move || {
-                let b = b.get().cloned().unwrap_or_default();
-                async move {
-                    axum::Json(serde_json::json!({
-                        "issuer": b, "jwks_uri": format!("{b}/.well-known/jwks"),
-                        "id_token_signing_alg_values_supported": ["RS256"],
-                    }))
-                }
-            }),
-        )
-        .route(
-            "/.well-known/jwks",
-            axum::routing::get(move || {
-                jwks_hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let body = jwks.clone();
-                async move { ([("content-type", "application/json")], body) }
-            }),
-        );
-    let addr = ferrid_test_util::serve(app, None).await;
-    let url = format!("http://{addr}");
-    base.set(url.clone()).unwrap();
-    url
-}

@@ -1,7 +1,8 @@
 //! The two outside parties of `examples/delegation/`:
 //!
-//! - `idp`: a local OIDC identity provider (discovery + JWKS on loopback) that signs one
-//!   ID token for a person, naming the agent that may act for them (`may_act`);
+//! - `idp`: a local OIDC identity provider (`ferrid_test_util::oidc::Issuer`: discovery
+//!   and JWKS on loopback) that signs one ID token for a person, naming the agent that
+//!   may act for them (`may_act`);
 //! - `relying`: a relying service that checks a delegation token against the trust
 //!   bundle's JWT keys with a plain JWT library and prints who acts for whom.
 //!
@@ -9,6 +10,8 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use ferrid_test_util::jwt::Signer;
+use ferrid_test_util::oidc::Issuer;
 use serde_json::{Value, json};
 
 #[derive(Parser)]
@@ -54,16 +57,16 @@ enum Cmd {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     match Cli::parse().cmd {
         Cmd::Idp { out, subject, audience, may_act, scope } => {
-            let key = ferrid_test_util::jwt::Signer::rs256("idp-1");
-            let issuer = ferrid_idp(&key).await;
+            let idp = Issuer::start(Signer::rs256("idp-1")).await;
+            let issuer = idp.url();
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            let token = key.sign(&json!({
+            let token = idp.sign(&json!({
                 "iss": issuer, "aud": audience, "sub": subject, "iat": now, "exp": now + 600,
                 "scope": scope, "may_act": {"sub": may_act},
             }));
             std::fs::create_dir_all(&out)?;
             std::fs::write(out.join(format!("{subject}.idtoken")), token)?;
-            std::fs::write(out.join("issuer"), &issuer)?;
+            std::fs::write(out.join("issuer"), issuer)?;
             println!("identity provider at {issuer}; wrote {}/{subject}.idtoken", out.display());
             tokio::signal::ctrl_c().await?;
             Ok(())
@@ -108,30 +111,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
     }
-}
-
-/// Discovery and JWKS for `key`, on loopback; returns the issuer URL.
-async fn ferrid_idp(key: &ferrid_test_util::jwt::Signer) -> String {
-    let base = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
-    let b = base.clone();
-    let jwks = key.jwks();
-    let app = axum::Router::new()
-        .route(
-            "/.well-known/openid-configuration",
-            axum::routing::get(move || {
-                let b = b.get().cloned().unwrap_or_default();
-                async move { axum::Json(json!({"issuer": b, "jwks_uri": format!("{b}/jwks")})) }
-            }),
-        )
-        .route(
-            "/jwks",
-            axum::routing::get(move || {
-                let body = jwks.clone();
-                async move { ([("content-type", "application/json")], body) }
-            }),
-        );
-    let addr = ferrid_test_util::serve(app, None).await;
-    let url = format!("http://{addr}");
-    base.set(url.clone()).expect("set once");
-    url
 }
