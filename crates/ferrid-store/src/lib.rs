@@ -15,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ferrid_types::{AgentRecord, EntryId, JoinTokenRecord, RegistrationEntry, Selector, SpiffeId};
 use futures::TryStreamExt as _;
+use sqlx::postgres::PgRow;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
@@ -23,6 +24,9 @@ use tokio::sync::Mutex;
 
 #[cfg(any(test, feature = "contract-tests"))]
 pub mod contract;
+pub mod postgres;
+
+pub use postgres::{PgSettings, PgSslMode, PgStore};
 
 /// Datastore errors.
 #[derive(Debug, thiserror::Error)]
@@ -257,15 +261,78 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn put_ca_state(&self, state: &[u8]) -> Result<(), StoreError>;
 }
 
-fn delegation_row(r: &SqliteRow) -> Result<DelegationRecord, StoreError> {
+/// Typed column reads, the same for every backend's rows, so that each record is
+/// decoded (and validated) in one place.
+trait Columns {
+    fn text(&self, col: &str) -> Result<String, StoreError>;
+    fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError>;
+    fn int(&self, col: &str) -> Result<i64, StoreError>;
+    fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError>;
+    fn flag(&self, col: &str) -> Result<bool, StoreError>;
+}
+
+macro_rules! columns {
+    ($row:ty) => {
+        impl Columns for $row {
+            fn text(&self, col: &str) -> Result<String, StoreError> {
+                Ok(self.try_get(col)?)
+            }
+            fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError> {
+                Ok(self.try_get(col)?)
+            }
+            fn int(&self, col: &str) -> Result<i64, StoreError> {
+                Ok(self.try_get(col)?)
+            }
+            fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError> {
+                Ok(self.try_get(col)?)
+            }
+            fn flag(&self, col: &str) -> Result<bool, StoreError> {
+                Ok(self.try_get(col)?)
+            }
+        }
+    };
+}
+columns!(SqliteRow);
+columns!(PgRow);
+
+fn delegation_row(r: &impl Columns) -> Result<DelegationRecord, StoreError> {
     Ok(DelegationRecord {
-        jti: r.try_get("jti")?,
-        parent_jti: r.try_get("parent_jti")?,
-        subject: r.try_get("subject")?,
-        actor: r.try_get("actor")?,
-        task_id: r.try_get("task_id")?,
-        issued_at: r.try_get("issued_at")?,
-        expires_at: r.try_get("expires_at")?,
+        jti: r.text("jti")?,
+        parent_jti: r.opt_text("parent_jti")?,
+        subject: r.text("subject")?,
+        actor: r.text("actor")?,
+        task_id: r.opt_text("task_id")?,
+        issued_at: r.int("issued_at")?,
+        expires_at: r.int("expires_at")?,
+    })
+}
+
+fn task_credential_row(r: &impl Columns) -> Result<TaskCredential, StoreError> {
+    Ok(TaskCredential {
+        task_id: r.text("task_id")?,
+        jti: r.text("jti")?,
+        purpose: r.text("purpose")?,
+        spiffe_id: r.text("spiffe_id")?,
+        subject: r.text("subject")?,
+        issued_at: r.int("issued_at")?,
+        expires_at: r.int("expires_at")?,
+    })
+}
+
+fn revocation_row(r: &impl Columns) -> Result<RevocationRecord, StoreError> {
+    let seq = r.int("seq")?;
+    Ok(RevocationRecord {
+        seq: u64::try_from(seq).map_err(|_| StoreError::Backend(format!("negative sequence {seq}")))?,
+        id: r.text("id")?,
+        txn: r.text("txn")?,
+        kind: RevocationKind::parse(&r.text("kind")?)?,
+        value: r.text("value")?,
+        spiffe_id: r.text("spiffe_id")?,
+        cutoff: r.int("cutoff")?,
+        revoked_at: r.int("revoked_at")?,
+        expires_at: r.int("expires_at")?,
+        reason: r.text("reason")?,
+        token: r.text("token")?,
     })
 }
 
@@ -357,65 +424,60 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Backend(e.to_string()))
 }
 
-fn entry_from_row(row: &SqliteRow, selectors: Vec<Selector>) -> Result<RegistrationEntry, StoreError> {
-    let id: String = row.try_get("id")?;
-    let spiffe_id: String = row.try_get("spiffe_id")?;
-    let parent_id: String = row.try_get("parent_id")?;
-    let dns: String = row.try_get("dns_names")?;
-    let meta: String = row.try_get("metadata")?;
-    let ttl = |col: &str| -> Result<u32, StoreError> {
-        let v: i64 = row.try_get(col)?;
-        u32::try_from(v).map_err(|e| bad(col, e))
-    };
+fn entry_from_row(row: &impl Columns, selectors: Vec<Selector>) -> Result<RegistrationEntry, StoreError> {
+    let ttl =
+        |col: &str| -> Result<u32, StoreError> { u32::try_from(row.int(col)?).map_err(|e| bad(col, e)) };
     Ok(RegistrationEntry {
-        spiffe_id: SpiffeId::new(&spiffe_id).map_err(|e| bad("spiffe_id", e))?,
-        parent_id: SpiffeId::new(&parent_id).map_err(|e| bad("parent_id", e))?,
+        spiffe_id: SpiffeId::new(&row.text("spiffe_id")?).map_err(|e| bad("spiffe_id", e))?,
+        parent_id: SpiffeId::new(&row.text("parent_id")?).map_err(|e| bad("parent_id", e))?,
         selectors,
         x509_svid_ttl: ttl("x509_svid_ttl")?,
         jwt_svid_ttl: ttl("jwt_svid_ttl")?,
-        dns_names: serde_json::from_str(&dns).map_err(|e| bad("dns_names", e))?,
-        hint: row.try_get("hint")?,
-        admin: row.try_get("admin")?,
-        expires_at: row.try_get("expires_at")?,
-        metadata: serde_json::from_str(&meta).map_err(|e| bad("metadata", e))?,
-        revision: row.try_get("revision")?,
-        created_at: row.try_get("created_at")?,
-        id: EntryId(id),
+        dns_names: serde_json::from_str(&row.text("dns_names")?).map_err(|e| bad("dns_names", e))?,
+        hint: row.text("hint")?,
+        admin: row.flag("admin")?,
+        expires_at: row.int("expires_at")?,
+        metadata: serde_json::from_str(&row.text("metadata")?).map_err(|e| bad("metadata", e))?,
+        revision: row.int("revision")?,
+        created_at: row.int("created_at")?,
+        id: EntryId(row.text("id")?),
     })
 }
 
-fn agent_from_row(row: &SqliteRow) -> Result<AgentRecord, StoreError> {
-    let id: String = row.try_get("spiffe_id")?;
-    let sels: String = row.try_get("selectors")?;
-    let sels: Vec<String> = serde_json::from_str(&sels).map_err(|e| bad("agent selectors", e))?;
+fn agent_from_row(row: &impl Columns) -> Result<AgentRecord, StoreError> {
+    let sels: Vec<String> =
+        serde_json::from_str(&row.text("selectors")?).map_err(|e| bad("agent selectors", e))?;
     Ok(AgentRecord {
-        spiffe_id: SpiffeId::new(&id).map_err(|e| bad("agent spiffe_id", e))?,
-        attestor: row.try_get("attestor")?,
+        spiffe_id: SpiffeId::new(&row.text("spiffe_id")?).map_err(|e| bad("agent spiffe_id", e))?,
+        attestor: row.text("attestor")?,
         selectors: sels
             .iter()
             .map(|s| s.parse().map_err(|e| bad("agent selector", e)))
             .collect::<Result<_, _>>()?,
-        svid_serial: row.try_get("svid_serial")?,
-        svid_expires_at: row.try_get("svid_expires_at")?,
-        can_reattest: row.try_get("can_reattest")?,
-        banned: row.try_get("banned")?,
-        attested_at: row.try_get("attested_at")?,
-        last_seen: row.try_get("last_seen")?,
+        svid_serial: row.text("svid_serial")?,
+        svid_expires_at: row.int("svid_expires_at")?,
+        can_reattest: row.flag("can_reattest")?,
+        banned: row.flag("banned")?,
+        attested_at: row.int("attested_at")?,
+        last_seen: row.int("last_seen")?,
     })
 }
 
-fn token_from_row(row: &SqliteRow) -> Result<JoinTokenRecord, StoreError> {
+fn token_from_row(row: &impl Columns) -> Result<JoinTokenRecord, StoreError> {
     Ok(JoinTokenRecord {
-        id: row.try_get("id")?,
-        secret_sha256: row.try_get("secret_sha256")?,
-        expires_at: row.try_get("expires_at")?,
-        used_at: row.try_get("used_at")?,
-        created_at: row.try_get("created_at")?,
+        id: row.text("id")?,
+        secret_sha256: row.text("secret_sha256")?,
+        expires_at: row.int("expires_at")?,
+        used_at: row.opt_int("used_at")?,
+        created_at: row.int("created_at")?,
     })
 }
 
 /// Appends the WHERE clause of `filter` over table alias `e`.
-fn push_filter(q: &mut QueryBuilder<'_, Sqlite>, filter: &EntryFilter) {
+fn push_filter<'a, DB: sqlx::Database>(q: &mut QueryBuilder<'a, DB>, filter: &'a EntryFilter)
+where
+    String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
     q.push(" WHERE 1 = 1");
     if let Some(id) = &filter.spiffe_id {
         q.push(" AND e.spiffe_id = ").push_bind(id.to_string());
@@ -840,22 +902,12 @@ impl Store for SqliteStore {
     }
 
     async fn list_task_credentials(&self, task_id: &str) -> Result<Vec<TaskCredential>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM task_credentials WHERE task_id = ? ORDER BY issued_at, jti")
+        sqlx::query("SELECT * FROM task_credentials WHERE task_id = ? ORDER BY issued_at, jti")
             .bind(task_id)
             .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(TaskCredential {
-                    task_id: r.try_get("task_id")?,
-                    jti: r.try_get("jti")?,
-                    purpose: r.try_get("purpose")?,
-                    spiffe_id: r.try_get("spiffe_id")?,
-                    subject: r.try_get("subject")?,
-                    issued_at: r.try_get("issued_at")?,
-                    expires_at: r.try_get("expires_at")?,
-                })
-            })
+            .await?
+            .iter()
+            .map(task_credential_row)
             .collect()
     }
 
@@ -896,29 +948,13 @@ impl Store for SqliteStore {
 
     async fn list_revocations(&self, after: u64, now: i64) -> Result<Vec<RevocationRecord>, StoreError> {
         let after = i64::try_from(after).unwrap_or(i64::MAX);
-        let rows = sqlx::query("SELECT * FROM revocations WHERE seq > ? AND expires_at >= ? ORDER BY seq")
+        sqlx::query("SELECT * FROM revocations WHERE seq > ? AND expires_at >= ? ORDER BY seq")
             .bind(after)
             .bind(now)
             .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                let seq: i64 = r.try_get("seq")?;
-                Ok(RevocationRecord {
-                    seq: u64::try_from(seq)
-                        .map_err(|_| StoreError::Backend(format!("negative sequence {seq}")))?,
-                    id: r.try_get("id")?,
-                    txn: r.try_get("txn")?,
-                    kind: RevocationKind::parse(r.try_get("kind")?)?,
-                    value: r.try_get("value")?,
-                    spiffe_id: r.try_get("spiffe_id")?,
-                    cutoff: r.try_get("cutoff")?,
-                    revoked_at: r.try_get("revoked_at")?,
-                    expires_at: r.try_get("expires_at")?,
-                    reason: r.try_get("reason")?,
-                    token: r.try_get("token")?,
-                })
-            })
+            .await?
+            .iter()
+            .map(revocation_row)
             .collect()
     }
 
