@@ -1146,4 +1146,13 @@ mod concurrency {
         let store = Arc::new(SqliteStore::open(dir.path().join("race.sqlite3")).await.unwrap());
         contract::run_concurrency(store).await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_instances_on_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("two.sqlite3");
+        let a = Arc::new(SqliteStore::open(&path).await.unwrap());
+        let b = Arc::new(SqliteStore::open(&path).await.unwrap());
+        contract::run_two_instances(a, b).await;
+    }
 }

@@ -729,3 +729,100 @@ impl Store for PgStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Against a real PostgreSQL server started for each test
+    //! ([`ferrid_test_util::postgres::Server`]).
+    use std::sync::Arc;
+
+    use ferrid_test_util::postgres::Server;
+
+    use super::*;
+    use crate::contract;
+
+    async fn store(url: &str) -> PgStore {
+        PgStore::connect(&PgSettings::new(url)).await.expect("connect")
+    }
+
+    #[tokio::test]
+    async fn contract() {
+        let pg = Server::start();
+        let s = store(&pg.create_database("contract")).await;
+        contract::run_all(&s).await;
+        contract::run_concurrency(Arc::new(s)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_instances_on_one_database() {
+        let pg = Server::start();
+        let url = pg.create_database("two");
+        // Both connect at once: the migrations run once, under sqlx's advisory lock.
+        let (a, b) = tokio::join!(store(&url), store(&url));
+        contract::run_two_instances(Arc::new(a), Arc::new(b)).await;
+    }
+
+    #[tokio::test]
+    async fn a_database_that_is_down_is_an_error_and_writes_resume_after() {
+        let mut pg = Server::start();
+        let url = pg.create_database("down");
+        let mut settings = PgSettings::new(&url);
+        settings.connect_timeout = Duration::from_secs(1);
+        let s = PgStore::connect(&settings).await.expect("connect");
+        let e = contract::sample_entry("d1", "spiffe://td/d1", &["a:1"]);
+        pg.stop();
+        let err = s.create_entry(&e).await.expect_err("the database is down");
+        assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+        pg.restart();
+        // The pool reconnects by itself; the failed write left nothing behind.
+        let mut tries = 0;
+        let created = loop {
+            match s.create_entry(&e).await {
+                Ok(c) => break c,
+                Err(err) if tries < 20 => {
+                    tries += 1;
+                    let _ = err;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(err) => panic!("after restart: {err:?}"),
+            }
+        };
+        assert_eq!(created.revision, 1);
+        assert_eq!(s.list_entries(&EntryFilter::default()).await.expect("list").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn connection_errors_never_show_the_password() {
+        let pg = Server::start();
+        // A password the server never sees (the database does not exist): the error names
+        // the database but not the password.
+        let url =
+            format!("postgres://ferrid:hunter2-secret@localhost/missing?host={}", pg.socket_dir().display());
+        let mut settings = PgSettings::new(&url);
+        settings.connect_timeout = Duration::from_secs(2);
+        let err = PgStore::connect(&settings).await.expect_err("no such database").to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(err.contains("missing"), "{err}");
+        assert!(!format!("{settings:?}").contains("hunter2"));
+        assert_eq!(
+            redact_url("postgres://u:p4ss@h:5432/db?sslmode=require&password=p4ss"),
+            "postgres://u:***@h:5432/db?sslmode=require&password=***"
+        );
+        assert_eq!(redact_url("not a url"), "<unparsable URL>");
+    }
+
+    #[tokio::test]
+    async fn migrations_are_applied_once_and_reopening_finds_the_data() {
+        let pg = Server::start();
+        let url = pg.create_database("reopen");
+        let s = store(&url).await;
+        let e = contract::sample_entry("p1", "spiffe://td/p1", &["a:1"]);
+        s.create_entry(&e).await.expect("create");
+        s.close().await;
+        let s = store(&url).await;
+        assert_eq!(s.get_entry(&e.id).await.expect("get").expect("present").selectors, e.selectors);
+        let applied: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations").fetch_one(s.pool()).await.unwrap();
+        assert_eq!(applied, 1);
+    }
+}

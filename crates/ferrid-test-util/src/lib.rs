@@ -4,11 +4,12 @@
 //! tests serve the documented API shapes from an [`axum::Router`] on loopback instead,
 //! over plain HTTP or over TLS with a throwaway CA ([`TestTls`]). [`oidc::Issuer`] is
 //! such a server for an OIDC issuer (discovery and JWKS), signing tokens with a
-//! [`jwt::Signer`].
+//! [`jwt::Signer`]. [`postgres::Server`] is a real PostgreSQL server on a private socket.
 #![forbid(unsafe_code)]
 
 pub mod jwt;
 pub mod oidc;
+pub mod postgres;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
