@@ -61,6 +61,7 @@ pub async fn run_all<S: Store>(store: &S) {
     revocations(store).await;
     delegations(store).await;
     ca_state(store).await;
+    change_feed(store).await;
 }
 
 async fn entries_round_trip<S: Store>(s: &S) {
@@ -389,6 +390,73 @@ async fn ca_state<S: Store>(s: &S) {
     assert_eq!(s.get_ca_state().await.expect("get").as_deref(), Some(&b"two"[..]));
 }
 
+async fn change_feed<S: Store>(s: &S) {
+    use crate::{ChangeKind, RevocationKind, RevocationRecord};
+    let start = s.last_change().await.expect("last");
+    let kinds = |after: u64| async move {
+        s.list_changes(after, 100)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|c| (c.kind, c.key))
+            .collect::<Vec<_>>()
+    };
+    let e = sample_entry("feed-1", "spiffe://td/feed", &["a:1"]);
+    s.create_entry(&e).await.expect("create");
+    // A refused write records nothing.
+    assert!(s.create_entry(&sample_entry("feed-dup", "spiffe://td/feed", &["a:1"])).await.is_err());
+    s.update_entry(&e, None).await.expect("update");
+    s.delete_entry(&e.id).await.expect("delete");
+    let agent = sample_agent("spiffe://td/agent/feed");
+    s.upsert_agent(&agent).await.expect("upsert");
+    s.record_agent_svid(&agent).await.expect("renew");
+    s.ban_agent(&agent.spiffe_id).await.expect("ban");
+    assert!(matches!(s.record_agent_svid(&agent).await, Err(StoreError::Banned(_))));
+    let mut revs = [RevocationRecord {
+        seq: 0,
+        id: "feed-rev".into(),
+        txn: "t".into(),
+        kind: RevocationKind::Jwt,
+        value: "j".into(),
+        spiffe_id: String::new(),
+        cutoff: 0,
+        revoked_at: 1,
+        expires_at: 2,
+        reason: String::new(),
+        token: "a.b.c".into(),
+    }];
+    s.append_revocations(&mut revs).await.expect("append");
+    let agent_key = agent.spiffe_id.to_string();
+    assert_eq!(
+        kinds(start).await,
+        vec![
+            (ChangeKind::Entry, "feed-1".to_owned()),
+            (ChangeKind::Entry, "feed-1".to_owned()),
+            (ChangeKind::Entry, "feed-1".to_owned()),
+            (ChangeKind::Agent, agent_key.clone()),
+            (ChangeKind::Agent, agent_key.clone()),
+            (ChangeKind::Agent, agent_key),
+            (ChangeKind::Revocation, String::new()),
+        ]
+    );
+    let all = s.list_changes(start, 100).await.expect("list");
+    assert!(all.windows(2).all(|w| w[1].seq == w[0].seq + 1), "no gaps: {all:?}");
+    let last = s.last_change().await.expect("last");
+    assert_eq!(last, all.last().expect("some").seq);
+    assert_eq!(s.list_changes(start, 2).await.expect("limit").len(), 2);
+    // Pruning keeps the newest rows, and the last sequence survives it.
+    s.prune_changes(1).await.expect("prune");
+    let kept = s.list_changes(0, 100).await.expect("list");
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].seq, last);
+    assert_eq!(s.last_change().await.expect("last"), last);
+    s.prune_changes(0).await.expect("prune all");
+    assert_eq!(s.last_change().await.expect("last"), last, "pruning everything keeps the sequence");
+    s.create_entry(&sample_entry("feed-2", "spiffe://td/feed2", &["a:1"])).await.expect("create");
+    assert_eq!(s.list_changes(last, 10).await.expect("list")[0].seq, last + 1);
+    s.delete_entry(&EntryId("feed-2".into())).await.expect("cleanup");
+}
+
 /// Concurrency checks: of many racing uses of one token or replay key, exactly one wins.
 pub async fn run_concurrency<S: Store>(store: Arc<S>) {
     let t = JoinTokenRecord {
@@ -555,6 +623,17 @@ pub async fn run_two_instances<S: Store>(a: Arc<S>, b: Arc<S>) {
     let all = a.list_revocations(0, 0).await.expect("list");
     let seqs: Vec<u64> = all.iter().map(|r| r.seq).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "sequences rise: {seqs:?}");
+
+    // A change committed through one instance wakes the other's followers (when the
+    // backend has a wake-up signal; a follower tails the feed either way).
+    if let Some(mut wake) = b.change_wakeups() {
+        wake.borrow_and_update();
+        a.create_entry(&sample_entry("two-wake", "spiffe://td/two/wake", &["a:1"])).await.expect("create");
+        tokio::time::timeout(std::time::Duration::from_secs(10), wake.changed())
+            .await
+            .expect("woken by the other instance's change")
+            .expect("listener alive");
+    }
 
     // 64-bit times: GCP's trust-on-first-use expiry is year 9999 in Unix seconds.
     let mut agent = sample_agent("spiffe://td/agent/tofu");

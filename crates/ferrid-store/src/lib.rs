@@ -155,6 +155,60 @@ pub struct RevocationRecord {
     pub token: String,
 }
 
+/// What a change in the feed is about; followers re-read the current state of the
+/// record it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ChangeKind {
+    /// A registration entry (key: its ID) was created, updated or deleted.
+    Entry,
+    /// An agent (key: its SPIFFE ID) was attested, renewed or banned.
+    Agent,
+    /// Revocations were appended (key: empty; read them by their own sequence).
+    Revocation,
+}
+
+impl ChangeKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Entry => "entry",
+            Self::Agent => "agent",
+            Self::Revocation => "revocation",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "entry" => Ok(Self::Entry),
+            "agent" => Ok(Self::Agent),
+            "revocation" => Ok(Self::Revocation),
+            other => Err(StoreError::Backend(format!("unknown change kind {other:?}"))),
+        }
+    }
+}
+
+/// One row of the change feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Position in the feed, from 1, in commit order.
+    pub seq: u64,
+    /// What changed.
+    pub kind: ChangeKind,
+    /// Which record (see [`ChangeKind`]).
+    pub key: String,
+}
+
+fn change_row(r: &impl Columns) -> Result<Change, StoreError> {
+    let seq = r.int("seq")?;
+    Ok(Change {
+        seq: u64::try_from(seq)
+            .map_err(|_| StoreError::Backend(format!("negative change sequence {seq}")))?,
+        kind: ChangeKind::parse(&r.text("kind")?)?,
+        key: r.text("key")?,
+    })
+}
+
 /// A token minted by token exchange (or a task token), with the token it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DelegationRecord {
@@ -259,6 +313,19 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn get_ca_state(&self) -> Result<Option<Vec<u8>>, StoreError>;
     /// Replaces the CA's persisted state.
     async fn put_ca_state(&self, state: &[u8]) -> Result<(), StoreError>;
+    /// Up to `limit` changes with a sequence above `after`, in order. Every write to
+    /// entries, agents and revocations records one in the same transaction.
+    async fn list_changes(&self, after: u64, limit: u32) -> Result<Vec<Change>, StoreError>;
+    /// The sequence of the latest change ever recorded (0 for none), pruned or not.
+    async fn last_change(&self) -> Result<u64, StoreError>;
+    /// Deletes all but the newest `keep` changes; returns how many.
+    async fn prune_changes(&self, keep: u64) -> Result<u64, StoreError>;
+    /// A wake-up for changes committed by other processes: its value moves when one
+    /// may have arrived. `None` when the backend has no such signal (then followers
+    /// rely on tailing by sequence alone).
+    fn change_wakeups(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// Typed column reads, the same for every backend's rows, so that each record is
@@ -545,7 +612,25 @@ async fn insert_entry(
 
 /// Inserts `a` or updates its row (with `condition` on the update); the ban never goes
 /// back to false. Returns how many rows were written.
-async fn write_agent(pool: &SqlitePool, a: &AgentRecord, condition: &str) -> Result<u64, StoreError> {
+/// Records a change in the feed, inside the transaction that made it.
+async fn record_change(
+    conn: &mut sqlx::SqliteConnection,
+    kind: ChangeKind,
+    key: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO changes (kind, key) VALUES (?, ?)")
+        .bind(kind.as_str())
+        .bind(key)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+async fn write_agent(
+    conn: &mut sqlx::SqliteConnection,
+    a: &AgentRecord,
+    condition: &str,
+) -> Result<u64, StoreError> {
     let sels: Vec<String> = a.selectors.iter().map(ToString::to_string).collect();
     let sql = format!(
         "INSERT INTO agents (spiffe_id, attestor, selectors, svid_serial, svid_expires_at, can_reattest, banned, \
@@ -565,7 +650,7 @@ async fn write_agent(pool: &SqlitePool, a: &AgentRecord, condition: &str) -> Res
         .bind(a.banned)
         .bind(a.attested_at)
         .bind(a.last_seen)
-        .execute(pool)
+        .execute(conn)
         .await?;
     Ok(done.rows_affected())
 }
@@ -583,6 +668,7 @@ impl Store for SqliteStore {
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         insert_entry(&mut tx, entry).await?;
+        record_change(&mut tx, ChangeKind::Entry, &entry.id.0).await?;
         tx.commit().await?;
         Ok(RegistrationEntry { revision: 1, ..entry.clone() })
     }
@@ -599,7 +685,10 @@ impl Store for SqliteStore {
             // not the transaction, so the rest of the batch goes on; its selectors are
             // inserted only after the entry row succeeded.
             out.push(match insert_entry(&mut tx, entry).await {
-                Ok(()) => Ok(RegistrationEntry { revision: 1, ..entry.clone() }),
+                Ok(()) => {
+                    record_change(&mut tx, ChangeKind::Entry, &entry.id.0).await?;
+                    Ok(RegistrationEntry { revision: 1, ..entry.clone() })
+                }
                 Err(e @ StoreError::AlreadyExists(_)) => Err(e),
                 Err(e) => return Err(e),
             });
@@ -658,6 +747,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         insert_selectors(&mut tx, &entry.id.0, &entry.selectors).await?;
+        record_change(&mut tx, ChangeKind::Entry, &entry.id.0).await?;
         tx.commit().await?;
         Ok(RegistrationEntry { revision, created_at, ..entry.clone() })
     }
@@ -687,6 +777,7 @@ impl Store for SqliteStore {
             entry_from_row(&row, sels)?
         };
         sqlx::query("DELETE FROM entries WHERE id = ?").bind(&id.0).execute(&mut *tx).await?;
+        record_change(&mut tx, ChangeKind::Entry, &id.0).await?;
         tx.commit().await?;
         Ok(entry)
     }
@@ -817,7 +908,10 @@ impl Store for SqliteStore {
 
     async fn upsert_agent(&self, a: &AgentRecord) -> Result<(), StoreError> {
         let _w = self.write.lock().await;
-        write_agent(&self.pool, a, "").await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        write_agent(&mut tx, a, "").await?;
+        record_change(&mut tx, ChangeKind::Agent, &a.spiffe_id.to_string()).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -828,10 +922,13 @@ impl Store for SqliteStore {
         let _w = self.write.lock().await;
         // The conflict update applies only to an unbanned row; a banned one leaves the
         // statement with nothing written.
-        match write_agent(&self.pool, a, " WHERE agents.banned = 0").await? {
-            0 => Err(StoreError::Banned(a.spiffe_id.clone())),
-            _ => Ok(()),
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if write_agent(&mut tx, a, " WHERE agents.banned = 0").await? == 0 {
+            return Err(StoreError::Banned(a.spiffe_id.clone()));
         }
+        record_change(&mut tx, ChangeKind::Agent, &a.spiffe_id.to_string()).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn get_agent(&self, id: &SpiffeId) -> Result<Option<AgentRecord>, StoreError> {
@@ -864,6 +961,7 @@ impl Store for SqliteStore {
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| not_found(format!("agent {id}")))?;
+        record_change(&mut tx, ChangeKind::Agent, &id.to_string()).await?;
         tx.commit().await?;
         agent_from_row(&row)
     }
@@ -941,6 +1039,9 @@ impl Store for SqliteStore {
             let seq: i64 = row.try_get("seq")?;
             r.seq =
                 u64::try_from(seq).map_err(|_| StoreError::Backend(format!("negative sequence {seq}")))?;
+        }
+        if !revs.is_empty() {
+            record_change(&mut tx, ChangeKind::Revocation, "").await?;
         }
         tx.commit().await?;
         Ok(())
@@ -1065,6 +1166,35 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn list_changes(&self, after: u64, limit: u32) -> Result<Vec<Change>, StoreError> {
+        sqlx::query("SELECT * FROM changes WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(i64::try_from(after).unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(change_row)
+            .collect()
+    }
+
+    async fn last_change(&self) -> Result<u64, StoreError> {
+        // AUTOINCREMENT keeps the highest sequence ever used, pruned or not.
+        let last: Option<i64> = sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'changes'")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(last.map_or(0, |v| u64::try_from(v).unwrap_or(0)))
+    }
+
+    async fn prune_changes(&self, keep: u64) -> Result<u64, StoreError> {
+        let last = i64::try_from(self.last_change().await?).unwrap_or(i64::MAX);
+        let _w = self.write.lock().await;
+        Ok(sqlx::query("DELETE FROM changes WHERE seq <= ?")
+            .bind(last.saturating_sub(i64::try_from(keep).unwrap_or(i64::MAX)))
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 }
 

@@ -22,9 +22,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode as SqlxS
 use sqlx::{Postgres, QueryBuilder, Row};
 
 use crate::{
-    DelegationRecord, EntryFilter, RevocationRecord, Store, StoreError, TaskCredential, agent_from_row, bad,
-    delegation_row, duplicate, entry_from_row, fingerprint, is_unique_violation, json, not_found,
-    push_filter, revocation_row, task_credential_row, token_from_row,
+    Change, ChangeKind, DelegationRecord, EntryFilter, RevocationRecord, Store, StoreError, TaskCredential,
+    agent_from_row, bad, change_row, delegation_row, duplicate, entry_from_row, fingerprint,
+    is_unique_violation, json, not_found, push_filter, revocation_row, task_credential_row, token_from_row,
 };
 
 /// TLS to the database, as libpq's `sslmode` names it.
@@ -137,10 +137,16 @@ fn scrub(msg: String, settings: &PgSettings) -> String {
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Moves on every `NOTIFY ferrid_changes` (and after the listener reconnects).
+    wake: tokio::sync::watch::Receiver<u64>,
 }
+
+/// The channel every change is announced on.
+const CHANGES_CHANNEL: &str = "ferrid_changes";
 
 /// The counter rows that number the feeds (see the module docs).
 const REVOCATIONS_COUNTER: &str = "revocations";
+const CHANGES_COUNTER: &str = "changes";
 
 impl PgStore {
     /// Connects, and applies the migrations not yet applied (once, whichever of several
@@ -166,7 +172,9 @@ impl PgStore {
             .await
             .map_err(|e| backend("connecting to PostgreSQL", &e))?;
         sqlx::migrate!("./migrations-postgres").run(&pool).await.map_err(|e| backend("migration", &e))?;
-        Ok(Self { pool })
+        let (tx, wake) = tokio::sync::watch::channel(0);
+        tokio::spawn(listen(pool.clone(), tx));
+        Ok(Self { pool, wake })
     }
 
     /// The pool, for tests that reach into the database.
@@ -179,6 +187,61 @@ impl PgStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Follows `LISTEN ferrid_changes` on a connection of its own until every receiver is
+/// gone, moving `wake` on each notification. A notification sent while the connection
+/// was down is lost, so a reconnect moves `wake` too (followers then tail the feed).
+async fn listen(pool: PgPool, wake: tokio::sync::watch::Sender<u64>) {
+    let bump = || wake.send_modify(|v| *v = v.wrapping_add(1));
+    loop {
+        let listener = async {
+            let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
+            l.listen(CHANGES_CHANNEL).await?;
+            bump();
+            loop {
+                // `None`: the connection dropped and was re-established.
+                l.try_recv().await?;
+                bump();
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sqlx::Error>(())
+        };
+        tokio::select! {
+            () = wake.closed() => return,
+            r = listener => {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "listening for datastore changes failed; retrying in 1s (changes still arrive by tailing)");
+                }
+            }
+        }
+        tokio::select! {
+            () = wake.closed() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Records a change in the feed inside `tx`, numbered in commit order, and announces it
+/// (PostgreSQL delivers the notification when `tx` commits).
+async fn record_change(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    kind: ChangeKind,
+    key: &str,
+) -> Result<(), StoreError> {
+    let seq = take_sequence(tx, CHANGES_COUNTER, 1).await?;
+    sqlx::query("INSERT INTO changes (seq, kind, key) VALUES ($1, $2, $3)")
+        .bind(seq)
+        .bind(kind.as_str())
+        .bind(key)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANGES_CHANNEL)
+        .bind(seq.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Inserts one entry row and its selectors inside `tx`. `AlreadyExists` (with the
@@ -249,7 +312,11 @@ async fn entry_selectors(conn: &mut sqlx::PgConnection, id: &EntryId) -> Result<
 
 /// Inserts `a` or updates its row (with `condition` on the update); the ban never goes
 /// back to false. Returns how many rows were written.
-async fn write_agent(pool: &PgPool, a: &AgentRecord, condition: &str) -> Result<u64, StoreError> {
+async fn write_agent(
+    conn: &mut sqlx::PgConnection,
+    a: &AgentRecord,
+    condition: &str,
+) -> Result<u64, StoreError> {
     let sels: Vec<String> = a.selectors.iter().map(ToString::to_string).collect();
     let sql = format!(
         "INSERT INTO agents (spiffe_id, attestor, selectors, svid_serial, svid_expires_at, can_reattest, banned, \
@@ -269,7 +336,7 @@ async fn write_agent(pool: &PgPool, a: &AgentRecord, condition: &str) -> Result<
         .bind(a.banned)
         .bind(a.attested_at)
         .bind(a.last_seen)
-        .execute(pool)
+        .execute(conn)
         .await?;
     Ok(done.rows_affected())
 }
@@ -296,6 +363,7 @@ impl Store for PgStore {
     async fn create_entry(&self, entry: &RegistrationEntry) -> Result<RegistrationEntry, StoreError> {
         let mut tx = self.pool.begin().await?;
         insert_entry(&mut tx, entry).await?;
+        record_change(&mut tx, ChangeKind::Entry, &entry.id.0).await?;
         tx.commit().await?;
         Ok(RegistrationEntry { revision: 1, ..entry.clone() })
     }
@@ -308,7 +376,10 @@ impl Store for PgStore {
         let mut out = Vec::with_capacity(entries.len());
         for entry in entries {
             out.push(match insert_entry(&mut tx, entry).await {
-                Ok(()) => Ok(RegistrationEntry { revision: 1, ..entry.clone() }),
+                Ok(()) => {
+                    record_change(&mut tx, ChangeKind::Entry, &entry.id.0).await?;
+                    Ok(RegistrationEntry { revision: 1, ..entry.clone() })
+                }
                 Err(e @ StoreError::AlreadyExists(_)) => Err(e),
                 Err(e) => return Err(e),
             });
@@ -369,6 +440,7 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         insert_selectors(&mut tx, &entry.id.0, &entry.selectors).await?;
+        record_change(&mut tx, ChangeKind::Entry, &entry.id.0).await?;
         tx.commit().await?;
         Ok(RegistrationEntry { revision, created_at, ..entry.clone() })
     }
@@ -384,6 +456,7 @@ impl Store for PgStore {
         let sels = entry_selectors(&mut tx, id).await?;
         let entry = entry_from_row(&row, sels)?;
         sqlx::query("DELETE FROM entries WHERE id = $1").bind(&id.0).execute(&mut *tx).await?;
+        record_change(&mut tx, ChangeKind::Entry, &id.0).await?;
         tx.commit().await?;
         Ok(entry)
     }
@@ -493,7 +566,10 @@ impl Store for PgStore {
     }
 
     async fn upsert_agent(&self, a: &AgentRecord) -> Result<(), StoreError> {
-        write_agent(&self.pool, a, "").await?;
+        let mut tx = self.pool.begin().await?;
+        write_agent(&mut tx, a, "").await?;
+        record_change(&mut tx, ChangeKind::Agent, &a.spiffe_id.to_string()).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -503,10 +579,13 @@ impl Store for PgStore {
         }
         // A ban committing first makes the conflict update write nothing; one still in
         // flight holds the row lock, and this statement re-checks after it commits.
-        match write_agent(&self.pool, a, " WHERE NOT agents.banned").await? {
-            0 => Err(StoreError::Banned(a.spiffe_id.clone())),
-            _ => Ok(()),
+        let mut tx = self.pool.begin().await?;
+        if write_agent(&mut tx, a, " WHERE NOT agents.banned").await? == 0 {
+            return Err(StoreError::Banned(a.spiffe_id.clone()));
         }
+        record_change(&mut tx, ChangeKind::Agent, &a.spiffe_id.to_string()).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn get_agent(&self, id: &SpiffeId) -> Result<Option<AgentRecord>, StoreError> {
@@ -528,12 +607,15 @@ impl Store for PgStore {
     }
 
     async fn ban_agent(&self, id: &SpiffeId) -> Result<AgentRecord, StoreError> {
-        sqlx::query("UPDATE agents SET banned = TRUE WHERE spiffe_id = $1 RETURNING *")
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("UPDATE agents SET banned = TRUE WHERE spiffe_id = $1 RETURNING *")
             .bind(id.to_string())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?
-            .ok_or_else(|| not_found(format!("agent {id}")))
-            .and_then(|r| agent_from_row(&r))
+            .ok_or_else(|| not_found(format!("agent {id}")))?;
+        record_change(&mut tx, ChangeKind::Agent, &id.to_string()).await?;
+        tx.commit().await?;
+        agent_from_row(&row)
     }
 
     async fn record_replay(&self, key: &str, expires_at: i64, now: i64) -> Result<(), StoreError> {
@@ -611,6 +693,7 @@ impl Store for PgStore {
             r.seq =
                 u64::try_from(seq).map_err(|_| StoreError::Backend(format!("negative sequence {seq}")))?;
         }
+        record_change(&mut tx, ChangeKind::Revocation, "").await?;
         tx.commit().await?;
         Ok(())
     }
@@ -728,6 +811,38 @@ impl Store for PgStore {
         .await?;
         Ok(())
     }
+
+    async fn list_changes(&self, after: u64, limit: u32) -> Result<Vec<Change>, StoreError> {
+        sqlx::query("SELECT * FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(i64::try_from(after).unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(change_row)
+            .collect()
+    }
+
+    async fn last_change(&self) -> Result<u64, StoreError> {
+        let last: i64 = sqlx::query_scalar("SELECT value FROM counters WHERE name = $1")
+            .bind(CHANGES_COUNTER)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(last).unwrap_or(0))
+    }
+
+    async fn prune_changes(&self, keep: u64) -> Result<u64, StoreError> {
+        let last = i64::try_from(self.last_change().await?).unwrap_or(i64::MAX);
+        Ok(sqlx::query("DELETE FROM changes WHERE seq <= $1")
+            .bind(last.saturating_sub(i64::try_from(keep).unwrap_or(i64::MAX)))
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    fn change_wakeups(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.wake.clone())
+    }
 }
 
 #[cfg(test)]
@@ -823,6 +938,6 @@ mod tests {
         assert_eq!(s.get_entry(&e.id).await.expect("get").expect("present").selectors, e.selectors);
         let applied: i64 =
             sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations").fetch_one(s.pool()).await.unwrap();
-        assert_eq!(applied, 1);
+        assert_eq!(applied, 2, "each migration recorded once, not once per open");
     }
 }
