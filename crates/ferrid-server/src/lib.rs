@@ -8,6 +8,7 @@
 
 mod admin;
 pub mod audit;
+mod changes;
 pub mod config;
 pub mod delegation;
 mod error;
@@ -545,9 +546,16 @@ pub async fn start_with_store(
                 if let Err(e) = shared.store.prune_delegations(now).await {
                     tracing::warn!(error = %e, "pruning delegation records failed");
                 }
+                if let Err(e) = shared.store.prune_changes(changes::KEEP).await {
+                    tracing::warn!(error = %e, "pruning the change feed failed");
+                }
             }
         });
     }
+
+    // The datastore's change feed: other servers' writes (and this one's) reach the
+    // index, the agent cache, the revocation feed and every watcher.
+    tasks.spawn(changes::follow(shared.clone(), shutdown_rx.clone()));
 
     shared.ready.store(true, Ordering::Release);
     tracing::info!(

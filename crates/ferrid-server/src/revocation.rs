@@ -223,6 +223,32 @@ impl Revocations {
         self.seq.subscribe()
     }
 
+    /// Publishes what the datastore holds beyond the feed's last sequence, whichever
+    /// server appended it, in sequence order, and floors the CA's issuance for every
+    /// SPIFFE-ID cut-off among them (so no server mints a replacement that is revoked on
+    /// arrival). Returns how many records were new. The one way records enter the feed.
+    pub(crate) async fn catch_up(
+        &self,
+        store: &dyn ferrid_store::Store,
+        ca: &ferrid_ca::Authority,
+        now: i64,
+    ) -> Result<usize, ferrid_store::StoreError> {
+        let _w = self.write.lock().await;
+        let last = self.feed.load().last_seq();
+        let new: Vec<RevocationRecord> =
+            store.list_revocations(last, now).await?.into_iter().filter(|r| r.seq > last).collect();
+        for r in new.iter().filter(|r| r.kind == RevocationKind::SpiffeId) {
+            if let Ok(id) = SpiffeId::new(&r.value) {
+                ca.set_issue_floor(&id, r.cutoff, r.expires_at);
+            }
+        }
+        let n = new.len();
+        if n > 0 {
+            self.publish(new);
+        }
+        Ok(n)
+    }
+
     fn publish(&self, new: Vec<RevocationRecord>) {
         let cur = self.feed.load_full();
         let mut records = cur.records.clone();
@@ -482,10 +508,9 @@ pub(crate) async fn revoke(
         rec.token = shared.ca.sign_security_event(claims).map_err(crate::error::ca_status)?.0;
         records.push(rec);
     }
-    let _w = shared.revocations.write.lock().await;
     store.append_revocations(&mut records).await.map_err(st)?;
-    shared.revocations.publish(records.clone());
-    drop(_w);
+    // In force here at once, together with anything another server appended before.
+    shared.revocations.catch_up(store.as_ref(), &shared.ca, shared.now()).await.map_err(st)?;
     shared.notify();
     shared.metrics.revocations.inc_by(records.len() as u64);
     // The revocation is in force; the record of who did it follows.

@@ -1,7 +1,6 @@
 //! The server's shared state: the CA, the datastore, an in-memory index of entries and
 //! agents (written through to the datastore, so reads on the issuance path never touch
 //! the disk), and a change counter that wakes every entry watch.
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -15,11 +14,13 @@ use tokio::sync::{Mutex, watch};
 use crate::config::ValidatedConfig;
 use crate::metrics::Metrics;
 
-/// All entries, indexed for the authorization walk.
-#[derive(Debug, Default)]
+/// All entries, indexed for the authorization walk. Persistent maps: a clone shares
+/// structure with the original and one change costs O(log n), so a writer builds the
+/// next snapshot from the current one without copying either map.
+#[derive(Debug, Default, Clone)]
 pub(crate) struct EntryIndex {
-    pub(crate) by_id: HashMap<EntryId, Arc<RegistrationEntry>>,
-    by_parent: HashMap<SpiffeId, Vec<EntryId>>,
+    pub(crate) by_id: imbl::HashMap<EntryId, Arc<RegistrationEntry>>,
+    by_parent: imbl::HashMap<SpiffeId, imbl::OrdSet<EntryId>>,
 }
 
 impl EntryIndex {
@@ -31,8 +32,10 @@ impl EntryIndex {
         idx
     }
 
+    /// Inserts `e`, replacing a stored entry with its ID.
     fn insert(&mut self, e: RegistrationEntry) {
-        self.by_parent.entry(e.parent_id.clone()).or_default().push(e.id.clone());
+        self.remove(&e.id);
+        self.by_parent.entry(e.parent_id.clone()).or_default().insert(e.id.clone());
         self.by_id.insert(e.id.clone(), Arc::new(e));
     }
 
@@ -40,10 +43,20 @@ impl EntryIndex {
         if let Some(old) = self.by_id.remove(id)
             && let Some(children) = self.by_parent.get_mut(&old.parent_id)
         {
-            children.retain(|c| c != id);
+            children.remove(id);
             if children.is_empty() {
                 self.by_parent.remove(&old.parent_id);
             }
+        }
+    }
+
+    /// Applies the datastore's current state of entry `id` (`None`: deleted), unless
+    /// the index already holds a later revision of it.
+    fn apply(&mut self, id: &EntryId, current: Option<RegistrationEntry>) {
+        match current {
+            Some(e) if self.by_id.get(id).is_some_and(|held| held.revision > e.revision) => {}
+            Some(e) => self.insert(e),
+            None => self.remove(id),
         }
     }
 
@@ -141,7 +154,9 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) metrics: Metrics,
     entries: ArcSwap<EntryIndex>,
-    agents: ArcSwap<HashMap<SpiffeId, AgentRecord>>,
+    agents: ArcSwap<imbl::HashMap<SpiffeId, AgentRecord>>,
+    /// The last change of the datastore's feed applied to this state.
+    pub(crate) change_cursor: std::sync::atomic::AtomicU64,
     /// Serialises writers so the in-memory index follows the datastore's order.
     write_lock: Mutex<()>,
     changes: watch::Sender<u64>,
@@ -169,6 +184,9 @@ impl Shared {
         metrics: Metrics,
         tls: rustls::ServerConfig,
     ) -> Result<Self, StoreError> {
+        // The cursor first: a change committed while the state below is read is applied
+        // again by the follower, which is harmless (it re-reads current state).
+        let cursor = store.last_change().await?;
         let entries = store.list_entries(&EntryFilter::default()).await?;
         let agents = store.list_agents().await?;
         let revocations = store.list_revocations(0, clock.unix()).await?;
@@ -189,6 +207,7 @@ impl Shared {
             metrics,
             entries: ArcSwap::from_pointee(EntryIndex::build(entries)),
             agents: ArcSwap::from_pointee(agents.into_iter().map(|a| (a.spiffe_id.clone(), a)).collect()),
+            change_cursor: std::sync::atomic::AtomicU64::new(cursor),
             write_lock: Mutex::new(()),
             changes: watch::channel(0).0,
             ready: AtomicBool::new(false),
@@ -274,10 +293,7 @@ impl Shared {
     ) -> Result<RegistrationEntry, StoreError> {
         let _w = self.write_lock.lock().await;
         let saved = self.store.update_entry(&e, expected_revision).await?;
-        self.update_index(|idx| {
-            idx.remove(&saved.id);
-            idx.insert(saved.clone());
-        });
+        self.update_index(|idx| idx.insert(saved.clone()));
         self.notify();
         Ok(saved)
     }
@@ -292,12 +308,46 @@ impl Shared {
     }
 
     fn update_index(&self, f: impl FnOnce(&mut EntryIndex)) {
-        // Copy-on-write: readers keep the snapshot they hold. Entries are shared through
-        // `Arc`, so the copy is of the maps, not of the entries.
-        let cur = self.entries.load_full();
-        let mut next = EntryIndex { by_id: cur.by_id.clone(), by_parent: cur.by_parent.clone() };
+        // Readers keep the snapshot they hold; the clone shares the persistent maps.
+        let mut next = EntryIndex::clone(&self.entries.load());
         f(&mut next);
         self.entries.store(Arc::new(next));
+    }
+
+    /// Applies entry changes read from the datastore's feed: for each ID, its state
+    /// there now. Under the writers' lock, so a local write is never overtaken by an
+    /// older read of the same entry.
+    pub(crate) async fn apply_entry_changes(&self, ids: &[EntryId]) -> Result<(), StoreError> {
+        let _w = self.write_lock.lock().await;
+        let mut current = Vec::with_capacity(ids.len());
+        for id in ids {
+            current.push((id, self.store.get_entry(id).await?));
+        }
+        self.update_index(|idx| current.into_iter().for_each(|(id, e)| idx.apply(id, e)));
+        Ok(())
+    }
+
+    /// Applies agent changes read from the feed (the datastore's record of each).
+    pub(crate) async fn apply_agent_changes(&self, ids: &[SpiffeId]) -> Result<(), StoreError> {
+        for id in ids {
+            if let Some(a) = self.store.get_agent(id).await? {
+                self.cache_agent(a);
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the index and the agent cache with the datastore's whole state (a
+    /// follower that fell behind the pruned feed).
+    pub(crate) async fn reload(&self) -> Result<(), StoreError> {
+        let _w = self.write_lock.lock().await;
+        let entries = self.store.list_entries(&EntryFilter::default()).await?;
+        let agents = self.store.list_agents().await?;
+        self.entries.store(Arc::new(EntryIndex::build(entries)));
+        for a in agents {
+            self.cache_agent(a);
+        }
+        Ok(())
     }
 
     /// Records an agent with its new SVID, in the datastore and then the cache. The
@@ -326,13 +376,20 @@ impl Shared {
         Ok(a)
     }
 
-    /// Puts `a` in the agent cache; like the datastore, the cache never clears a ban.
+    /// Puts `a` in the agent cache; like the datastore, the cache never clears a ban,
+    /// and it keeps the record with the later SVID (a feed read older than a local
+    /// renewal does not replace it).
     fn cache_agent(&self, a: AgentRecord) {
         // Read-copy-update: a concurrent update is never lost (the closure reruns).
         self.agents.rcu(|cur| {
             let mut next = (**cur).clone();
-            let banned = a.banned || next.get(&a.spiffe_id).is_some_and(|c| c.banned);
-            next.insert(a.spiffe_id.clone(), AgentRecord { banned, ..a.clone() });
+            let held = next.get(&a.spiffe_id);
+            let banned = a.banned || held.is_some_and(|c| c.banned);
+            let record = match held {
+                Some(h) if h.svid_expires_at > a.svid_expires_at => h.clone(),
+                _ => a.clone(),
+            };
+            next.insert(a.spiffe_id.clone(), AgentRecord { banned, ..record });
             next
         });
     }
@@ -443,5 +500,81 @@ mod tests {
         idx.remove(&EntryId("e1".into()));
         assert!(idx.by_id.is_empty());
         assert_eq!(idx.children(&id("spiffe://td/p")).count(), 0);
+    }
+
+    /// The index after any sequence of inserts, updates (parent and selector moves
+    /// included), applies and removals is the index a full reload of the surviving
+    /// entries builds; and a snapshot taken earlier is left as it was.
+    #[test]
+    fn incremental_changes_agree_with_a_full_rebuild() {
+        let server = id("spiffe://td/ferrid/server");
+        let parents = ["spiffe://td/a1", "spiffe://td/a2", "spiffe://td/alias", server.to_string().leak()];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut idx = EntryIndex::default();
+        let mut truth: BTreeMap<String, RegistrationEntry> = BTreeMap::new();
+        let mut snapshot = None;
+        for step in 0..5_000 {
+            let eid = format!("e{}", next(200));
+            let parent = parents[next(parents.len() as u64) as usize];
+            let mut e = entry(
+                &eid,
+                &format!("spiffe://td/w{}", next(20)),
+                parent,
+                &[&format!("unix:uid:{}", next(5))],
+            );
+            e.revision = truth.get(&eid).map_or(1, |t| t.revision + 1);
+            match next(4) {
+                0 | 1 => {
+                    idx.insert(e.clone());
+                    truth.insert(eid, e);
+                }
+                2 => {
+                    // A feed read: an older revision than the one held is ignored.
+                    let stale = truth.get(&eid).is_some_and(|t| t.revision > 1) && next(2) == 0;
+                    if stale {
+                        let mut old = e.clone();
+                        old.revision = truth[&eid].revision - 1;
+                        old.hint = "stale".into();
+                        idx.apply(&old.id.clone(), Some(old));
+                    } else {
+                        idx.apply(&e.id.clone(), Some(e.clone()));
+                        truth.insert(eid, e);
+                    }
+                }
+                _ => {
+                    if next(2) == 0 {
+                        idx.remove(&EntryId(eid.clone()));
+                    } else {
+                        idx.apply(&EntryId(eid.clone()), None);
+                    }
+                    truth.remove(&eid);
+                }
+            }
+            if step == 2_500 {
+                snapshot = Some((idx.clone(), truth.clone()));
+            }
+        }
+        let agree = |idx: &EntryIndex, truth: &BTreeMap<String, RegistrationEntry>| {
+            let rebuilt = EntryIndex::build(truth.values().cloned().collect());
+            assert_eq!(idx.by_id.len(), rebuilt.by_id.len());
+            for (k, v) in &rebuilt.by_id {
+                assert_eq!(idx.by_id.get(k).map(|e| &**e), Some(&**v), "{k}");
+            }
+            assert_eq!(idx.by_parent, rebuilt.by_parent, "parent links");
+            let a = agent("spiffe://td/a1", &["unix:uid:1"]);
+            let ids = |i: &EntryIndex| {
+                i.authorized(&a, &server, 10).iter().map(|e| e.id.clone()).collect::<Vec<_>>()
+            };
+            assert_eq!(ids(idx), ids(&rebuilt));
+        };
+        agree(&idx, &truth);
+        let (old_idx, old_truth) = snapshot.expect("snapshot");
+        agree(&old_idx, &old_truth);
     }
 }

@@ -137,6 +137,15 @@ impl Store for Gated {
     async fn put_ca_state(&self, state: &[u8]) -> Result<(), StoreError> {
         self.inner.put_ca_state(state).await
     }
+    async fn list_changes(&self, after: u64, limit: u32) -> Result<Vec<ferrid_store::Change>, StoreError> {
+        self.inner.list_changes(after, limit).await
+    }
+    async fn last_change(&self) -> Result<u64, StoreError> {
+        self.inner.last_change().await
+    }
+    async fn prune_changes(&self, keep: u64) -> Result<u64, StoreError> {
+        self.inner.prune_changes(keep).await
+    }
 }
 
 struct Harness {
