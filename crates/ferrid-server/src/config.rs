@@ -52,6 +52,9 @@ pub struct ServerConfig {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// The datastore (`[datastore]`): SQLite under `data_dir` (default) or PostgreSQL.
+    #[serde(default)]
+    pub datastore: crate::datastore::DatastoreSection,
     /// Certificate authority.
     #[serde(default)]
     pub ca: CaSection,
@@ -353,6 +356,7 @@ impl ServerConfig {
             _ => {}
         }
         self.log.validate()?;
+        self.datastore.validate()?;
         self.revocation.validate(&trust_domain)?;
         if self.limits.max_message_bytes < 1024 {
             return Err(invalid("limits.max_message_bytes", "must be at least 1024"));

@@ -10,6 +10,7 @@ mod admin;
 pub mod audit;
 mod changes;
 pub mod config;
+pub mod datastore;
 pub mod delegation;
 mod error;
 mod exchange;
@@ -44,7 +45,8 @@ use ferrid_ca::{Authority, CaConfig, DiskKeyStore, KeyStore, MemoryKeyStore, Ups
 use ferrid_proto::admin::v1::admin_server::AdminServer;
 use ferrid_proto::exchange::v1::exchange_server::ExchangeServer;
 use ferrid_proto::node::v1::node_server::NodeServer;
-use ferrid_store::{SqliteStore, Store};
+use ferrid_store::Store;
+use ferrid_types::config::ConfigError;
 use ferrid_types::{Clock, JoinTokenRecord};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch};
@@ -57,7 +59,7 @@ use crate::state::Shared;
 use crate::tls::TlsConn;
 
 /// Name of the SQLite file inside the data directory.
-pub const DATASTORE_FILE: &str = "datastore.sqlite3";
+pub use datastore::DATASTORE_FILE;
 /// How often the background loop drives CA rotation and certificate renewal.
 const TICK: Duration = Duration::from_secs(2);
 /// How long a TLS handshake may take.
@@ -75,6 +77,9 @@ pub enum ServerError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A setting is wrong in a way only found at start (an unreadable `url_file`).
+    #[error("invalid config: {0}")]
+    Config(#[from] ConfigError),
     /// The datastore failed.
     #[error("datastore: {0}")]
     Store(#[from] ferrid_store::StoreError),
@@ -306,9 +311,7 @@ pub(crate) async fn accept_tls<T: Send + 'static>(
 /// Starts the server with `clock` as its source of time.
 pub async fn start(cfg: ValidatedConfig, clock: Arc<dyn Clock>) -> Result<ServerHandle, ServerError> {
     create_private_dir(&cfg.raw.data_dir)?;
-    let db = cfg.raw.data_dir.join(DATASTORE_FILE);
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).await?);
-    tracing::info!(path = %db.display(), "datastore open");
+    let store = datastore::open(&cfg.raw.datastore, &cfg.raw.data_dir).await?;
     start_with_store(cfg, clock, store).await
 }
 

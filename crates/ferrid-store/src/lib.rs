@@ -26,7 +26,7 @@ use tokio::sync::Mutex;
 pub mod contract;
 pub mod postgres;
 
-pub use postgres::{PgSettings, PgSslMode, PgStore};
+pub use postgres::{PgSettings, PgSslMode, PgStore, redact_url};
 
 /// Datastore errors.
 #[derive(Debug, thiserror::Error)]
