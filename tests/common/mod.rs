@@ -192,6 +192,19 @@ pub fn enrol_with(
     entries: &[(&str, &[&str])],
     extra: &str,
 ) -> (Agent, String) {
+    enrol_via(server, &server.node, dir, entries, extra)
+}
+
+/// [`enrol_with`] where the token and entries come from `server`'s admin socket but the
+/// agent attests to, and is served by, the node API at `node` (another server of the
+/// same trust domain).
+pub fn enrol_via(
+    server: &Server,
+    node: &str,
+    dir: &std::path::Path,
+    entries: &[(&str, &[&str])],
+    extra: &str,
+) -> (Agent, String) {
     let uid = nix::unistd::getuid().as_raw();
     let tok = server.json(&["token", "generate"]);
     let agent_id = tok["agent_id"].as_str().unwrap().to_owned();
@@ -222,7 +235,7 @@ pub fn enrol_with(
         format!(
             "trust_domain = \"{TD}\"\nserver_address = \"{}\"\ndata_dir = \"{}\"\nsocket_path = \"{}\"\n\
              join_token = \"{}\"\ntrust_bundle_file = \"{}\"\nmax_backoff = \"1s\"\n[log]\nlevel = \"debug\"\n{extra}",
-            server.node,
+            node,
             dir.join("agent/data").display(),
             socket.display(),
             tok["token"].as_str().unwrap(),
