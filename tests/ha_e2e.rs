@@ -7,36 +7,20 @@
 //! (`ca.upstream_cert_file`) with in-memory intermediates, so agents trust either.
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::*;
 use serde_json::json;
 use spiffe::WorkloadApiClient;
 
-/// A self-signed upstream CA, valid for a year, written as PEM files into `dir`.
-fn upstream_ca(dir: &Path) -> (String, String) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
-    let now = time::OffsetDateTime::now_utc();
-    p.not_before = now - time::Duration::hours(1);
-    p.not_after = now + time::Duration::days(365);
-    let cert = p.self_signed(&key).unwrap();
-    let (c, k) = (dir.join("upstream.pem"), dir.join("upstream.key"));
-    std::fs::write(&c, cert.pem()).unwrap();
-    std::fs::write(&k, key.serialize_pem()).unwrap();
-    (c.display().to_string(), k.display().to_string())
-}
-
 /// The configuration both servers share, plus `extra`.
-fn shared_config(url_file: &Path, upstream: &(String, String), extra: &str) -> String {
+fn shared_config(url_file: &Path, upstream: &(PathBuf, PathBuf), extra: &str) -> String {
     format!(
         "[datastore]\nkind = \"postgres\"\nurl_file = \"{}\"\nconnect_timeout = \"2s\"\n\
          [ca]\nkey_manager = \"memory\"\nupstream_cert_file = \"{}\"\nupstream_key_file = \"{}\"\n{extra}",
         url_file.display(),
-        upstream.0,
-        upstream.1
+        upstream.0.display(),
+        upstream.1.display()
     )
 }
 
@@ -73,7 +57,7 @@ async fn two_servers_on_one_postgres_database_are_one_trust_domain() {
     let mut pg = ferrid_test_util::postgres::Server::start();
     let url_file = tmp.path().join("datastore-url");
     std::fs::write(&url_file, format!("{}\n", pg.create_database("ferrid"))).unwrap();
-    let upstream = upstream_ca(tmp.path());
+    let upstream = ferrid_test_util::write_upstream_ca(tmp.path());
 
     let (a_node, b_node) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
     let a_ssf = format!("127.0.0.1:{}", free_port());

@@ -57,6 +57,7 @@ use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
 mod chart;
+mod ha;
 mod issuance;
 mod report;
 mod scale;
@@ -128,6 +129,10 @@ struct Opts {
     /// Only the server cold start and warm restart.
     #[arg(long)]
     cold_start_only: bool,
+    /// Only the PostgreSQL measurements: propagation across two servers on one
+    /// database, issuance against SQLite, restart with `--server-entries` entries.
+    #[arg(long)]
+    ha_only: bool,
     /// Write the report (Markdown, with the chart at `bench/issuance.svg` beside it)
     /// here. Default: `docs/benchmarks.md` for a full run, `target/bench-report/
     /// benchmarks.md` under `--quick`, nowhere for the `--*-only` modes. The file's text
@@ -144,6 +149,7 @@ impl Opts {
             || self.issuance_only
             || self.scale_only
             || self.cold_start_only
+            || self.ha_only
     }
 }
 
@@ -200,6 +206,10 @@ async fn run(opts: Opts) -> Result<()> {
         return finish(&report, dest.as_deref(), &root, None);
     }
     let uid = nix::unistd::getuid().as_raw();
+    if opts.ha_only {
+        report.extend(ha_run(&ferrid, tmp.path(), &opts).await?);
+        return finish(&report, dest.as_deref(), &root, None);
+    }
     if opts.scale_only {
         report.add(server_scale(&ferrid, tmp.path(), &opts).await?);
         return finish(&report, dest.as_deref(), &root, None);
@@ -312,6 +322,7 @@ async fn run(opts: Opts) -> Result<()> {
     drop(agent_a);
     drop(server);
     report.add(server_scale(&ferrid, tmp.path(), &opts).await?);
+    report.extend(ha_run(&ferrid, tmp.path(), &opts).await?);
     report.extend(audit_comparison(&ferrid, &tmp.path().join("audit"), &opts).await?);
     finish(&report, dest.as_deref(), &root, Some(chart))
 }
@@ -327,6 +338,15 @@ const LATENCY_HEADERS: &[&str] = &["measurement", "clients", "calls", "throughpu
 const PROPAGATION_HEADERS: &[&str] = &["measurement", "samples", "p50", "p99", "max"];
 const REVOCATION: &str =
     "revocation propagation (`ferrid revoke --jti` → refused by a ferrid-validate relying party)";
+
+/// The PostgreSQL measurements ([`ha`]).
+async fn ha_run(ferrid: &Path, dir: &Path, opts: &Opts) -> Result<Vec<Section>> {
+    let settle = Duration::from_secs(opts.settle);
+    let ha =
+        ha::run(ferrid, &dir.join("ha"), opts.propagation_samples, opts.seconds, opts.server_entries, settle)
+            .await?;
+    Ok(ha.sections())
+}
 
 /// Server memory with `--server-entries` entries, and a restart on them.
 async fn server_scale(ferrid: &Path, dir: &Path, opts: &Opts) -> Result<Section> {
@@ -669,13 +689,18 @@ struct Latency {
 }
 
 impl Latency {
+    /// Calls per second.
+    fn throughput(&self) -> f64 {
+        self.calls as f64 / self.elapsed.as_secs_f64()
+    }
+
     /// The cells under [`LATENCY_HEADERS`].
     fn row(&self, what: &str, clients: usize) -> [String; 7] {
         [
             what.to_owned(),
             clients.to_string(),
             self.calls.to_string(),
-            format!("{:.0}", self.calls as f64 / self.elapsed.as_secs_f64()),
+            format!("{:.0}", self.throughput()),
             fmt_us(self.p50),
             fmt_us(self.p99),
             fmt_us(self.max),

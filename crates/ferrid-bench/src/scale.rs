@@ -38,8 +38,19 @@ pub(crate) struct Scale {
 /// Starts a server in `dir`, fills it with `n` entries, reads its memory after
 /// `settle`, restarts it and reads it again.
 pub(crate) async fn run(ferrid: &Path, dir: &Path, n: usize, settle: Duration) -> Result<Scale> {
+    run_with(ferrid, dir, n, settle, "").await
+}
+
+/// [`run`] on a server whose configuration ends with `extra` (e.g. a `[datastore]`).
+pub(crate) async fn run_with(
+    ferrid: &Path,
+    dir: &Path,
+    n: usize,
+    settle: Duration,
+    extra: &str,
+) -> Result<Scale> {
     std::fs::create_dir_all(dir)?;
-    let mut server = Proc::server(ferrid, dir)?;
+    let mut server = Proc::server_with(ferrid, dir, extra)?;
     let mut admin = admin_client(&server.admin_socket).await?;
     tokio::time::sleep(settle).await;
     let empty_kib = server.rss_kib()?;
@@ -84,7 +95,7 @@ pub(crate) async fn run(ferrid: &Path, dir: &Path, n: usize, settle: Duration) -
     drop(admin);
     server.stop();
     let began = Instant::now();
-    let server = Proc::server(ferrid, dir)?;
+    let server = Proc::server_with(ferrid, dir, extra)?;
     let restart = began.elapsed();
     tokio::time::sleep(settle).await;
     let restarted_kib = server.rss_kib()?;
@@ -94,11 +105,16 @@ pub(crate) async fn run(ferrid: &Path, dir: &Path, n: usize, settle: Duration) -
 impl Scale {
     /// The report section: one table.
     pub(crate) fn section(&self) -> Section {
+        self.section_named("")
+    }
+
+    /// The section, its title ending with `on` (e.g. " on PostgreSQL").
+    pub(crate) fn section_named(&self, on: &str) -> Section {
         let mib = |k: f64| format!("{:.1} MiB", k / 1024.0);
         let per = |k: f64| format!("{:.2} KiB", (k - self.empty_kib) / self.entries.max(1) as f64);
         let n = self.entries;
         let mut s = Section::new(
-            format!("Server memory with {n} registration entries"),
+            format!("Server memory with {n} registration entries{on}"),
             &["state", "RSS", "per entry over empty"],
         );
         s.row(["empty server".to_owned(), mib(self.empty_kib), "—".to_owned()]);

@@ -90,3 +90,19 @@ pub(crate) fn serve_on(
         }
     });
 }
+
+/// An upstream CA for servers that share one (`ca.upstream_cert_file` /
+/// `ca.upstream_key_file`): a self-signed EC P-256 root with rcgen's default validity,
+/// written as `upstream.pem` and `upstream.key` (PKCS#8) into `dir`. Returns both paths.
+pub fn write_upstream_ca(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let key = rcgen::KeyPair::generate().expect("generate upstream key");
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    p.distinguished_name.push(rcgen::DnType::CommonName, "Ferrid test upstream CA");
+    let cert = p.self_signed(&key).expect("self-sign upstream CA");
+    let (c, k) = (dir.join("upstream.pem"), dir.join("upstream.key"));
+    std::fs::write(&c, cert.pem()).expect("write upstream.pem");
+    std::fs::write(&k, key.serialize_pem()).expect("write upstream.key");
+    (c, k)
+}

@@ -20,6 +20,7 @@ pub struct Server {
     dir: PathBuf,
     bin: PathBuf,
     running: bool,
+    durable: bool,
 }
 
 /// Where clusters live: `target/pg` in the workspace, unless (as root) the `postgres`
@@ -144,8 +145,19 @@ fn template(bin: &Path) -> PathBuf {
 static COUNT: AtomicUsize = AtomicUsize::new(0);
 
 impl Server {
-    /// Starts a new server with an empty cluster.
+    /// Starts a new server with an empty cluster, `fsync` off (test data need not
+    /// survive a power cut).
     pub fn start() -> Self {
+        Self::start_inner(false)
+    }
+
+    /// Like [`Server::start`] with PostgreSQL's durable defaults (`fsync` on), for
+    /// benchmarks that compare with SQLite's durable commits.
+    pub fn start_durable() -> Self {
+        Self::start_inner(true)
+    }
+
+    fn start_inner(durable: bool) -> Self {
         let bin = bindir();
         let template = template(&bin);
         let name = format!("{}-{}", std::process::id(), COUNT.fetch_add(1, Ordering::SeqCst));
@@ -155,7 +167,7 @@ impl Server {
         assert!(st.success(), "copying the template cluster");
         let _ = std::fs::remove_file(dir.join("ready"));
         chown_to_postgres(&dir);
-        let mut s = Self { dir, bin, running: false };
+        let mut s = Self { dir, bin, running: false, durable };
         s.restart();
         s
     }
@@ -164,9 +176,10 @@ impl Server {
     pub fn restart(&mut self) {
         let d = self.dir.to_str().expect("UTF-8 path");
         let log = self.dir.join("server.log");
-        // No TCP; the socket lives in the data directory. fsync off: test data need not
-        // survive a power cut, and it keeps two cores free for the tests.
-        let opts = format!("-k {d} -c listen_addresses='' -c fsync=off -c max_connections=200");
+        // No TCP; the socket lives in the data directory. fsync off unless durable: it
+        // keeps two cores free for the tests.
+        let fsync = if self.durable { "on" } else { "off" };
+        let opts = format!("-k {d} -c listen_addresses='' -c fsync={fsync} -c max_connections=200");
         pg(&self.bin, "pg_ctl", &["-D", d, "-l", log.to_str().expect("path"), "-o", &opts, "-w", "start"]);
         self.running = true;
     }
