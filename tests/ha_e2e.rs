@@ -189,6 +189,37 @@ async fn two_servers_on_one_postgres_database_are_one_trust_domain() {
     .await;
     let listed = b.json(&["entry", "list"]);
     assert!(listed.to_string().contains(&late), "{listed}");
+
+    // A falls behind a feed pruned past its position (it is frozen while B writes and
+    // the feed is cut down to its last change): on waking it finds the gap and reloads
+    // the whole state, in pages, rather than applying what is left.
+    use nix::sys::signal::{Signal, kill};
+    let pid = nix::unistd::Pid::from_raw(a.child.id() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let gap = create_entry(&b, &agent_id, "after-gap");
+    let all = b.json(&["entry", "list"]);
+    let api_entry_id = all["entries"]
+        .as_array()
+        .and_then(|es| es.iter().find(|e| e["spiffe_id"] == json!(api)))
+        .and_then(|e| e["id"].as_str())
+        .unwrap_or_else(|| panic!("no entry for {api} in {all}"))
+        .to_owned();
+    b.ok(&["entry", "delete", "--id", &api_entry_id]);
+    let _marker = create_entry(&b, &agent_id, "marker");
+    let url = std::fs::read_to_string(&url_file).unwrap();
+    let direct = ferrid_store::PgStore::connect(&ferrid_store::PgSettings::new(url.trim())).await.unwrap();
+    use ferrid_store::Store as _;
+    let pruned = direct.prune_changes(1).await.unwrap();
+    assert!(pruned > 2, "the feed was not pruned past A ({pruned} rows)");
+    direct.close().await;
+    kill(pid, Signal::SIGCONT).unwrap();
+    eventually(15, "A reloads after the gap", || async {
+        let listed = a.json(&["entry", "list"]).to_string();
+        if listed.contains(&gap) && !listed.contains(&api) { Ok(()) } else { Err(listed) }
+    })
+    .await;
+    let logs = a.log.lock().unwrap().join("\n");
+    assert!(logs.contains("pruned past this server's position; reloading"), "{logs}");
     a.stop();
     b.stop();
 }

@@ -9,7 +9,7 @@
 //! each record they name, so applying one twice, or one this server made itself, is
 //! harmless. PostgreSQL's `NOTIFY` wakes it within milliseconds; a tail every
 //! [`TAIL_INTERVAL`] is the safety net for a notification lost with its connection. A
-//! follower that finds the feed pruned past its cursor reloads everything.
+//! follower that finds the feed pruned past its cursor reloads everything, in pages.
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,7 +25,9 @@ use crate::state::Shared;
 pub(crate) const TAIL_INTERVAL: Duration = Duration::from_secs(1);
 /// Changes read per query.
 const BATCH: u32 = 1000;
-/// Changes kept in the datastore; a server further behind than this reloads.
+/// Changes kept in the datastore; a server further behind than this reloads. A
+/// follower sees a gap by the first change left after its cursor, so pruning always
+/// keeps some (never `prune_changes(0)`).
 pub(crate) const KEEP: u64 = 100_000;
 
 /// What one run of [`catch_up`] did.

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arc_swap::ArcSwap;
 use ferrid_attest::Registry;
 use ferrid_ca::{Authority, TrustBundle};
-use ferrid_store::{EntryFilter, Store, StoreError};
+use ferrid_store::{Store, StoreError};
 use ferrid_types::{AgentRecord, Clock, EntryId, RegistrationEntry, SelectorSet, SpiffeId, TrustDomain};
 use tokio::sync::{Mutex, watch};
 
@@ -187,7 +187,7 @@ impl Shared {
         // The cursor first: a change committed while the state below is read is applied
         // again by the follower, which is harmless (it re-reads current state).
         let cursor = store.last_change().await?;
-        let entries = store.list_entries(&EntryFilter::default()).await?;
+        let entries = load_entries(store.as_ref()).await?;
         let agents = store.list_agents().await?;
         let revocations = store.list_revocations(0, clock.unix()).await?;
         tracing::info!(entries = entries.len(), agents = agents.len(), "loaded datastore");
@@ -341,7 +341,7 @@ impl Shared {
     /// follower that fell behind the pruned feed).
     pub(crate) async fn reload(&self) -> Result<(), StoreError> {
         let _w = self.write_lock.lock().await;
-        let entries = self.store.list_entries(&EntryFilter::default()).await?;
+        let entries = load_entries(self.store.as_ref()).await?;
         let agents = self.store.list_agents().await?;
         self.entries.store(Arc::new(EntryIndex::build(entries)));
         for a in agents {
@@ -416,6 +416,29 @@ impl Shared {
     pub(crate) async fn persist_ca(&self) -> Result<(), StoreError> {
         let json = serde_json::to_vec(&self.ca.state()).map_err(|e| StoreError::Backend(e.to_string()))?;
         self.store.put_ca_state(&json).await
+    }
+}
+
+/// Entries read per query when the whole table is loaded.
+const LOAD_PAGE: u32 = 5_000;
+
+/// Every entry, read in pages of [`LOAD_PAGE`], each its own short query: loading a
+/// large table neither holds one long transaction open on the database nor a whole
+/// result set beside the index being built. A change committed while the pages are
+/// read may be missed by them but not by the server, which applies the change feed
+/// from a position taken before the first page.
+async fn load_entries(store: &dyn Store) -> Result<Vec<RegistrationEntry>, StoreError> {
+    let mut entries = Vec::new();
+    let mut after: Option<EntryId> = None;
+    loop {
+        let page = store.list_entries_page(after.as_ref(), LOAD_PAGE).await?;
+        let full = page.len() == LOAD_PAGE as usize;
+        after = page.last().map(|e| e.id.clone());
+        entries.extend(page);
+        if !full {
+            return Ok(entries);
+        }
+        tracing::debug!(entries = entries.len(), "loading entries");
     }
 }
 

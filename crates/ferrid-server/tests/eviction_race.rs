@@ -66,6 +66,13 @@ impl Store for Gated {
     async fn list_entries(&self, filter: &EntryFilter) -> Result<Vec<RegistrationEntry>, StoreError> {
         self.inner.list_entries(filter).await
     }
+    async fn list_entries_page(
+        &self,
+        after: Option<&EntryId>,
+        limit: u32,
+    ) -> Result<Vec<RegistrationEntry>, StoreError> {
+        self.inner.list_entries_page(after, limit).await
+    }
     async fn create_join_token(&self, token: &JoinTokenRecord) -> Result<(), StoreError> {
         self.inner.create_join_token(token).await
     }

@@ -53,6 +53,7 @@ pub async fn run_all<S: Store>(store: &S) {
     updates_bump_revision_and_detect_conflicts(store).await;
     failed_update_leaves_entry_intact(store).await;
     filters(store).await;
+    pages(store).await;
     delete(store).await;
     join_tokens(store).await;
     agents(store).await;
@@ -188,6 +189,40 @@ async fn filters<S: Store>(s: &S) {
     };
     assert!(s.list_entries(&both).await.expect("list").is_empty());
     for e in &all {
+        s.delete_entry(&e.id).await.expect("cleanup");
+    }
+}
+
+async fn pages<S: Store>(s: &S) {
+    let made: Vec<RegistrationEntry> = ["p4", "p1", "p5", "p3", "p2"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| sample_entry(n, &format!("spiffe://td/page{}", 5 - i), &["k:v", &format!("n:{n}")]))
+        .collect();
+    for e in &made {
+        s.create_entry(e).await.expect("create");
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<EntryId> = None;
+    loop {
+        let page = s.list_entries_page(after.as_ref(), 2).await.expect("page");
+        assert!(page.len() <= 2, "a page holds at most `limit` entries");
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        seen.extend(page);
+    }
+    let ids: Vec<&str> = seen.iter().map(|e| e.id.0.as_str()).collect();
+    assert_eq!(ids, ["p1", "p2", "p3", "p4", "p5"], "pages come in ID order, none repeated or missed");
+    for got in &seen {
+        let want = made.iter().find(|e| e.id == got.id).expect("made");
+        assert_eq!(got.spiffe_id, want.spiffe_id);
+        assert_eq!(got.selectors.len(), 2, "each entry of a page carries its own selectors: {got:?}");
+        assert!(got.selectors.iter().any(|x| x.value == got.id.0), "{got:?}");
+    }
+    let from_p2 = s.list_entries_page(Some(&EntryId("p2".into())), 10).await.expect("page");
+    assert_eq!(from_p2.iter().map(|e| e.id.0.as_str()).collect::<Vec<_>>(), ["p3", "p4", "p5"]);
+    assert!(s.list_entries_page(Some(&EntryId("p5".into())), 10).await.expect("page").is_empty());
+    for e in &made {
         s.delete_entry(&e.id).await.expect("cleanup");
     }
 }

@@ -261,6 +261,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn get_entry(&self, id: &EntryId) -> Result<Option<RegistrationEntry>, StoreError>;
     /// Entries matching `filter`, sorted by SPIFFE ID then ID.
     async fn list_entries(&self, filter: &EntryFilter) -> Result<Vec<RegistrationEntry>, StoreError>;
+    /// Up to `limit` entries with an ID above `after` (all when `None`), sorted by ID: one
+    /// page of a listing that never holds the whole table in one query or transaction.
+    async fn list_entries_page(
+        &self,
+        after: Option<&EntryId>,
+        limit: u32,
+    ) -> Result<Vec<RegistrationEntry>, StoreError>;
     /// Stores a new join token; `AlreadyExists` on a duplicate ID.
     async fn create_join_token(&self, token: &JoinTokenRecord) -> Result<(), StoreError>;
     /// One join token.
@@ -547,6 +554,21 @@ fn token_from_row(row: &impl Columns) -> Result<JoinTokenRecord, StoreError> {
 }
 
 /// Appends the WHERE clause of `filter` over table alias `e`.
+/// One page of entries from its entry rows and the selector rows of the same IDs.
+fn entries_page(
+    rows: &[impl Columns],
+    selector_rows: &[impl Columns],
+) -> Result<Vec<RegistrationEntry>, StoreError> {
+    let mut selectors: HashMap<String, Vec<Selector>> = HashMap::new();
+    for r in selector_rows {
+        let s = Selector::new(r.text("type")?, r.text("value")?).map_err(|e| bad("selector", e))?;
+        selectors.entry(r.text("entry_id")?).or_default().push(s);
+    }
+    rows.iter()
+        .map(|row| entry_from_row(row, selectors.remove(&row.text("id")?).unwrap_or_default()))
+        .collect()
+}
+
 fn push_filter<'a, DB: sqlx::Database>(q: &mut QueryBuilder<'a, DB>, filter: &'a EntryFilter)
 where
     String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
@@ -849,6 +871,35 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(out)
+    }
+
+    async fn list_entries_page(
+        &self,
+        after: Option<&EntryId>,
+        limit: u32,
+    ) -> Result<Vec<RegistrationEntry>, StoreError> {
+        let after = after.map(|a| a.0.as_str()).unwrap_or("");
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query("SELECT * FROM entries WHERE id > ? ORDER BY id LIMIT ?")
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await?;
+        let selector_rows = match rows.last() {
+            Some(last) => {
+                let last: String = last.try_get("id")?;
+                sqlx::query(
+                    "SELECT entry_id, type, value FROM entry_selectors WHERE entry_id > ? AND entry_id <= ? ORDER BY entry_id, type, value",
+                )
+                    .bind(after)
+                    .bind(last)
+                    .fetch_all(&mut *tx)
+                    .await?
+            }
+            None => Vec::new(),
+        };
+        tx.commit().await?;
+        entries_page(&rows, &selector_rows)
     }
 
     async fn create_join_token(&self, t: &JoinTokenRecord) -> Result<(), StoreError> {

@@ -23,7 +23,7 @@ use sqlx::{Postgres, QueryBuilder, Row};
 
 use crate::{
     Change, ChangeKind, DelegationRecord, EntryFilter, RevocationRecord, Store, StoreError, TaskCredential,
-    agent_from_row, bad, change_row, delegation_row, duplicate, entry_from_row, fingerprint,
+    agent_from_row, bad, change_row, delegation_row, duplicate, entries_page, entry_from_row, fingerprint,
     is_unique_violation, json, not_found, push_filter, revocation_row, task_credential_row, token_from_row,
 };
 
@@ -506,6 +506,36 @@ impl Store for PgStore {
         }
         tx.commit().await?;
         Ok(out)
+    }
+
+    async fn list_entries_page(
+        &self,
+        after: Option<&EntryId>,
+        limit: u32,
+    ) -> Result<Vec<RegistrationEntry>, StoreError> {
+        let after = after.map(|a| a.0.as_str()).unwrap_or("");
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+        let rows = sqlx::query("SELECT * FROM entries WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await?;
+        let selector_rows = match rows.last() {
+            Some(last) => {
+                let last: String = last.try_get("id")?;
+                sqlx::query(
+                    "SELECT entry_id, type, value FROM entry_selectors WHERE entry_id > $1 AND entry_id <= $2 ORDER BY entry_id, type, value",
+                )
+                    .bind(after)
+                    .bind(last)
+                    .fetch_all(&mut *tx)
+                    .await?
+            }
+            None => Vec::new(),
+        };
+        tx.commit().await?;
+        entries_page(&rows, &selector_rows)
     }
 
     async fn create_join_token(&self, t: &JoinTokenRecord) -> Result<(), StoreError> {
