@@ -553,7 +553,6 @@ fn token_from_row(row: &impl Columns) -> Result<JoinTokenRecord, StoreError> {
     })
 }
 
-/// Appends the WHERE clause of `filter` over table alias `e`.
 /// One page of entries from its entry rows and the selector rows of the same IDs.
 fn entries_page(
     rows: &[impl Columns],
@@ -569,6 +568,7 @@ fn entries_page(
         .collect()
 }
 
+/// Appends the WHERE clause of `filter` over table alias `e`.
 fn push_filter<'a, DB: sqlx::Database>(q: &mut QueryBuilder<'a, DB>, filter: &'a EntryFilter)
 where
     String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
